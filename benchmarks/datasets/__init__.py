@@ -1,0 +1,2 @@
+from .base import ConceptDataset, ConceptHierarchy, DatasetError
+from .shapes import make_shapes
