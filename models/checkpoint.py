@@ -1,0 +1,91 @@
+"""Our checkpoint format: weights + model config + free-form metadata (e.g. the concept vocabulary).
+
+Files are written atomically (temporary file in the same folder, fsync, ``os.replace``) so an
+interrupted save never leaves a truncated checkpoint behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+FORMAT = "hyperbolic-unlearning-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file and the problem."""
+
+
+def atomic_torch_save(obj, path) -> None:
+    """``torch.save`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path, model, metadata: dict | None = None, **extra) -> None:
+    """Save ``model`` (weights and config) and ``metadata`` (JSON-like) to ``path`` atomically.
+
+    ``extra`` entries (e.g. optimiser state, step) are stored alongside for resumable training."""
+    payload = {
+        "format": FORMAT,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": dict(metadata or {}),
+        **extra,
+    }
+    atomic_torch_save(payload, path)
+
+
+def read_checkpoint(path) -> dict:
+    """Read the raw payload of one of our checkpoints, with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises many kinds for a corrupt or truncated file
+        raise CheckpointError(f"checkpoint {path}: cannot be read ({type(error).__name__}: {error})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(
+            f"checkpoint {path}: expected format {FORMAT!r}, found {found!r} "
+            "(released MERU/CLIP .pth files load with models.load_released_checkpoint)"
+        )
+    return payload
+
+
+def load_checkpoint(path, *, expected_geometry: str | None = None, map_location="cpu"):
+    """Load one of our checkpoints: returns ``(model, metadata)``.
+
+    ``expected_geometry`` (``"lorentz"``/``"euclidean"``) guards against loading, say, a CLIP file
+    where a MERU model is needed."""
+    from .config import ModelConfig
+    from .factory import create_model
+
+    payload = read_checkpoint(path)
+    config = ModelConfig.from_dict(payload["config"])
+    if expected_geometry is not None and config.geometry != expected_geometry:
+        raise CheckpointError(
+            f"checkpoint {path}: holds a {config.geometry} model ({config.name}), "
+            f"expected a {expected_geometry} model"
+        )
+    model = create_model(config)
+    result = model.load_state_dict(payload["state_dict"], strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"checkpoint {path}: weights do not match config {config.name!r}: "
+            f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
+    return model.to(map_location), payload["metadata"]

@@ -1,0 +1,128 @@
+"""Named model configurations and their registry (``models.create_model(name)`` reads these)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable, Dict
+
+GEOMETRIES = ("lorentz", "euclidean")
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """Image tower. ``kind`` is ``"conv"`` (our small GroupNorm CNN), ``"timm"`` (a timm model by
+    name, e.g. MERU's ViTs) or ``"open_clip"`` (an open_clip vision tower from ``open_clip_cfg``)."""
+
+    kind: str = "conv"
+    image_size: int = 32
+    widths: tuple = (32, 64, 128, 256)  # conv: channels per stage; each stage halves the size
+    timm_name: str = ""
+    timm_kwargs: dict = field(default_factory=dict)
+    open_clip_cfg: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Text tower: open_clip's causal ``TextTransformer`` with argmax (end-of-text) pooling."""
+
+    context_length: int = 77
+    vocab_size: int = 49408
+    width: int = 512
+    heads: int = 8
+    layers: int = 12
+    open_clip_cfg: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model; stored in our checkpoints.
+
+    ``geometry`` is ``"lorentz"`` (MERU: exponential-map head, learnable curvature, entailment loss)
+    or ``"euclidean"`` (CLIP: L2-normalised head, cosine similarity, no entailment loss)."""
+
+    name: str
+    geometry: str
+    embed_dim: int
+    vision: VisionConfig
+    text: TextConfig
+    curvature: float = 1.0
+    learn_curvature: bool = True
+    entailment_weight: float = 0.2
+    min_radius: float = 0.1  # entailment cones' minimum radius K
+
+    def __post_init__(self):
+        if self.geometry not in GEOMETRIES:
+            raise ValueError(f"geometry must be one of {GEOMETRIES}, got {self.geometry!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        data = dict(data)
+        data["vision"] = VisionConfig(**{**data["vision"], "widths": tuple(data["vision"]["widths"])})
+        data["text"] = TextConfig(**data["text"])
+        return cls(**data)
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+_CONFIGS: Dict[str, Callable[[], ModelConfig]] = {}
+
+
+def register_config(name: str):
+    """Decorator: register a zero-argument function returning a :class:`ModelConfig`."""
+
+    def decorator(fn):
+        if name in _CONFIGS:
+            raise ValueError(f"model config {name!r} is already registered")
+        _CONFIGS[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_config(name: str) -> ModelConfig:
+    if name not in _CONFIGS:
+        raise KeyError(name)
+    return _CONFIGS[name]()
+
+
+def list_configs() -> list:
+    return sorted(_CONFIGS)
+
+
+def _pair(geometry_name: str, geometry: str, embed_dim, vision, text):
+    entailment = 0.2 if geometry == "lorentz" else 0.0
+    learn_curvature = geometry == "lorentz"
+    return ModelConfig(
+        name=geometry_name, geometry=geometry, embed_dim=embed_dim, vision=vision, text=text,
+        entailment_weight=entailment, learn_curvature=learn_curvature,
+    )
+
+
+# Tiny models for the built-in 32x32 datasets: a 4-stage CNN (a ViT learns far too slowly on a
+# 2-core CPU) and a 2-layer text transformer with a short context.
+_TINY_VISION = VisionConfig(kind="conv", image_size=32, widths=(32, 64, 128, 256))
+_TINY_TEXT = TextConfig(context_length=20, width=128, heads=4, layers=2)
+
+# MERU's released architectures (SPEC section 2): timm ViTs with CLS pooling and LayerNorm eps 1e-5,
+# 12-layer 512-wide text transformer, 512-d embeddings.
+_MERU_TEXT = TextConfig(context_length=77, width=512, heads=8, layers=12)
+_VITS = {
+    "vit-s": VisionConfig(kind="timm", image_size=224, timm_name="vit_small_patch16_224",
+                          timm_kwargs={"num_heads": 12}),
+    "vit-b": VisionConfig(kind="timm", image_size=224, timm_name="vit_base_patch16_224"),
+    "vit-l": VisionConfig(kind="timm", image_size=224, timm_name="vit_large_patch16_224"),
+}
+
+for _geometry, _prefix in (("lorentz", "meru"), ("euclidean", "clip")):
+    register_config(f"{_prefix}-tiny")(
+        lambda g=_geometry, p=_prefix: _pair(f"{p}-tiny", g, 64, _TINY_VISION, _TINY_TEXT)
+    )
+    for _vit, _vision in _VITS.items():
+        register_config(f"{_prefix}-{_vit}")(
+            lambda g=_geometry, p=_prefix, v=_vit, vis=_vision: _pair(f"{p}-{v}", g, 512, vis, _MERU_TEXT)
+        )

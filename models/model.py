@@ -1,0 +1,168 @@
+"""MERU and CLIP: one image–text model whose only difference is its geometry object."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import geoopt
+import torch
+from torch import nn
+
+from manifolds import Euclidean, Lorentz
+
+from .config import ModelConfig
+from .losses import entailment_rows, info_nce_rows
+from .towers import build_text_tower, build_vision_tower
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+def build_geometry(config: ModelConfig) -> nn.Module:
+    """The geometry object of a config: MERU's learnable-curvature hyperboloid or CLIP's sphere."""
+    factories = {
+        "lorentz": lambda: Lorentz(
+            c=config.curvature, learnable=config.learn_curvature,
+            c_range=(config.curvature / 10.0, config.curvature * 10.0),
+        ),
+        "euclidean": lambda: Euclidean(normalize=True),
+    }
+    return factories[config.geometry]()
+
+
+class ImageTextModel(nn.Module):
+    """Image tower + text tower + bias-free projections + feature scales + a geometry.
+
+    ``encode_image`` / ``encode_text`` return points of ``self.geometry`` (for MERU: full Lorentz
+    coordinates ``(n, embed_dim + 1)``, time first; for CLIP: unit vectors ``(n, embed_dim)``).
+
+    Parameters follow MERU: ``visual_alpha``/``textual_alpha`` (log feature scales, initialised to
+    ``log(embed_dim ** -0.5)``, clamped to <= 0 when read), ``logit_scale`` (initialised to
+    ``log(1/0.07)``, clamped to <= ``log 100`` when read). The projections are
+    ``geoopt.ManifoldParameter`` on the Euclidean manifold, so one ``RiemannianAdam`` drives all
+    parameters. Images enter as ``[0, 1]`` pixels and are normalised with ImageNet statistics inside.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.geometry = build_geometry(config)
+        self.visual = build_vision_tower(config.vision, config.embed_dim)
+        self.textual = build_text_tower(config.text, config.embed_dim)
+        self.visual_proj = _projection(self.visual.output_dim, config.embed_dim)
+        self.textual_proj = _projection(self.textual.output_dim, config.embed_dim)
+        initial_alpha = math.log(config.embed_dim**-0.5)
+        self.visual_alpha = nn.Parameter(torch.tensor(initial_alpha))
+        self.textual_alpha = nn.Parameter(torch.tensor(initial_alpha))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    # ------------------------------------------------------------------------------ encoders
+    @property
+    def image_size(self) -> int:
+        return self.config.vision.image_size
+
+    @property
+    def context_length(self) -> int:
+        return self.config.text.context_length
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    def scale(self) -> torch.Tensor:
+        """Contrastive temperature ``exp(logit_scale)``, at most 100."""
+        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Projected image features before scaling and lifting. ``(n, 3, H, W) -> (n, embed_dim)``."""
+        pixels = (images - self.pixel_mean) / self.pixel_std
+        return self.visual(pixels) @ self.visual_proj.t()
+
+    def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Projected text features before scaling and lifting. ``(n, context) -> (n, embed_dim)``."""
+        return self.textual(tokens) @ self.textual_proj.t()
+
+    def embed_image_features(self, features: torch.Tensor) -> torch.Tensor:
+        return self.geometry.lift(features * self.visual_alpha.clamp(max=0.0).exp())
+
+    def embed_text_features(self, features: torch.Tensor) -> torch.Tensor:
+        return self.geometry.lift(features * self.textual_alpha.clamp(max=0.0).exp())
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in ``[0, 1]`` ``(n, 3, H, W)`` -> points of the geometry."""
+        return self.embed_image_features(self.image_features(images))
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids ``(n, context_length)`` -> points of the geometry."""
+        return self.embed_text_features(self.text_features(tokens))
+
+    def logits(self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """``s · sim(u_i, v_j)``: images as rows. ``(n, D), (m, D) -> (n, m)``."""
+        return self.scale() * self.geometry.csimilarity(image_embeddings, text_embeddings)
+
+    def class_embeddings(self, prompt_tokens: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Zero-shot class embeddings from each class's prompt tokens ``(n_prompts, context)``.
+
+        The geometry decides how prompts are averaged (SPEC section 2): MERU averages projected
+        features in the tangent space and lifts the mean; CLIP normalises, averages, normalises.
+        ``-> (n_classes, D)``"""
+        counts = [len(tokens) for tokens in prompt_tokens]
+        features = self.text_features(torch.cat(list(prompt_tokens)))
+        prototypes = torch.stack([self.geometry.mean_features(f) for f in features.split(counts)])
+        return self.embed_text_features(prototypes)
+
+    # -------------------------------------------------------------------------------- losses
+    def contrastive_loss(self, image_embeddings, text_embeddings) -> torch.Tensor:
+        """Symmetric InfoNCE over the batch (pair ``i`` is the positive of row ``i``)."""
+        return info_nce_rows(self.logits(image_embeddings, text_embeddings)).mean()
+
+    def entailment_loss(self, image_embeddings, text_embeddings) -> torch.Tensor:
+        """MERU's entailment loss: each caption's cone should contain its image."""
+        return entailment_rows(
+            self.geometry, text_embeddings, image_embeddings, min_radius=self.config.min_radius
+        ).mean()
+
+    def pretraining_loss(self, images: torch.Tensor, tokens: torch.Tensor) -> dict:
+        """MERU: contrastive + 0.2 × entailment; CLIP: contrastive (``entailment_weight = 0``).
+
+        Returns a dict with ``loss`` (to minimise), ``contrastive`` and ``entailment``."""
+        image_embeddings = self.encode_image(images)
+        text_embeddings = self.encode_text(tokens)
+        contrastive = self.contrastive_loss(image_embeddings, text_embeddings)
+        losses = {"contrastive": contrastive}
+        loss = contrastive
+        if self.config.entailment_weight:
+            entailment = self.entailment_loss(image_embeddings, text_embeddings)
+            losses["entailment"] = entailment
+            loss = loss + self.config.entailment_weight * entailment
+        losses["loss"] = loss
+        return losses
+
+
+def _projection(in_features: int, out_features: int) -> geoopt.ManifoldParameter:
+    """A bias-free linear map ``(out, in)`` (``nn.Linear`` weight layout) as a Euclidean
+    ``ManifoldParameter``, initialised like MERU (normal, std ``in_features ** -0.5``)."""
+    weight = torch.randn(out_features, in_features) * in_features**-0.5
+    return geoopt.ManifoldParameter(weight, manifold=geoopt.Euclidean(ndim=2))
+
+
+class MERU(ImageTextModel):
+    """MERU (Desai et al., 2023): the image–text model on the Lorentz hyperboloid."""
+
+    def __init__(self, config: ModelConfig):
+        if config.geometry != "lorentz":
+            raise ValueError(f"MERU needs a 'lorentz' config, got {config.name!r} ({config.geometry})")
+        super().__init__(config)
+
+
+class CLIP(ImageTextModel):
+    """CLIP (Radford et al., 2021) with the same towers: L2-normalised embeddings, cosine logits."""
+
+    def __init__(self, config: ModelConfig):
+        if config.geometry != "euclidean":
+            raise ValueError(f"CLIP needs a 'euclidean' config, got {config.name!r} ({config.geometry})")
+        super().__init__(config)

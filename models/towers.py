@@ -1,0 +1,117 @@
+"""Image and text towers. Each returns features of size ``tower.output_dim``; the model's own
+projection (a geoopt ``ManifoldParameter``) maps them to the embedding dimension."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+
+from .config import TextConfig, VisionConfig
+
+
+class ConvTower(nn.Module):
+    """A small CNN for low-resolution images: stages of (3x3 conv, GroupNorm, GELU) with a residual
+    3x3 block, each stage halving the resolution, then global average pooling.
+
+    GroupNorm instead of BatchNorm on purpose: BatchNorm's running statistics would keep moving on the
+    mixed retain/forget batches of unlearning and make evaluation drift (SPEC section 4).
+    ``(n, 3, H, W) -> (n, widths[-1])``."""
+
+    def __init__(self, widths=(32, 64, 128, 256)):
+        super().__init__()
+        layers = []
+        in_channels = 3
+        for index, width in enumerate(widths):
+            stride = 1 if index == 0 else 2
+            layers.append(_ConvBlock(in_channels, width, stride))
+            layers.append(_Residual(_ConvBlock(width, width, 1)))
+            in_channels = width
+        self.stages = nn.Sequential(*layers)
+        self.output_dim = in_channels
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.stages(images).mean(dim=(-2, -1))
+
+
+class _ConvBlock(nn.Sequential):
+    def __init__(self, in_channels, out_channels, stride):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+            nn.GroupNorm(min(8, out_channels), out_channels),
+            nn.GELU(),
+        )
+
+
+class _Residual(nn.Module):
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return x + self.block(x)
+
+
+class TimmVisionTower(nn.Module):
+    """A timm model without classifier (CLS-token pooling for ViTs, LayerNorm eps 1e-5 as in MERU).
+
+    Exposes the network as ``trunk`` so that MERU's ``visual.*`` keys map to ``visual.trunk.*``."""
+
+    def __init__(self, name: str, image_size: int, **kwargs):
+        super().__init__()
+        import timm
+
+        kwargs = dict(kwargs)
+        if name.startswith("vit"):
+            kwargs.setdefault("global_pool", "token")
+            kwargs.setdefault("norm_layer", functools.partial(nn.LayerNorm, eps=1e-5))
+        self.trunk = timm.create_model(name, pretrained=False, num_classes=0, img_size=image_size, **kwargs)
+        self.output_dim = self.trunk.num_features
+
+    def forward(self, images):
+        return self.trunk(images)
+
+
+class OpenClipVisionTower(nn.Module):
+    """An open_clip vision tower built from an open_clip ``vision_cfg`` (its own projection kept)."""
+
+    def __init__(self, embed_dim: int, vision_cfg: dict):
+        super().__init__()
+        from open_clip.model import _build_vision_tower
+
+        self.tower = _build_vision_tower(embed_dim, vision_cfg)
+        self.output_dim = embed_dim
+
+    def forward(self, images):
+        return self.tower(images)
+
+
+def build_vision_tower(config: VisionConfig, embed_dim: int) -> nn.Module:
+    builders = {
+        "conv": lambda: ConvTower(config.widths),
+        "timm": lambda: TimmVisionTower(config.timm_name, config.image_size, **config.timm_kwargs),
+        "open_clip": lambda: OpenClipVisionTower(embed_dim, config.open_clip_cfg),
+    }
+    if config.kind not in builders:
+        raise ValueError(f"vision tower kind must be one of {sorted(builders)}, got {config.kind!r}")
+    return builders[config.kind]()
+
+
+def build_text_tower(config: TextConfig, embed_dim: int) -> nn.Module:
+    """open_clip's ``TextTransformer``. Without an ``open_clip_cfg`` it has no projection of its own
+    (``output_dim = width``); with one, it is exactly open_clip's tower (projection included)."""
+    from open_clip.transformer import TextTransformer
+
+    if config.open_clip_cfg:
+        from open_clip.model import _build_text_tower
+
+        tower = _build_text_tower(embed_dim, config.open_clip_cfg)
+        tower.output_dim = embed_dim
+        return tower
+    tower = TextTransformer(
+        context_length=config.context_length, vocab_size=config.vocab_size, width=config.width,
+        heads=config.heads, layers=config.layers, output_dim=None, proj_type="none",
+    )
+    tower.output_dim = config.width
+    return tower
