@@ -34,10 +34,24 @@ def _short_list(items: Iterable[str], limit: int = 40) -> str:
     return shown
 
 
+# Spelling exceptions to "an before a vowel letter" (by sound: "a one", "a unicorn", "an hour").
+_CONSONANT_SOUND_PREFIXES = ("one", "once", "uni", "use", "usu", "uti", "eu", "ewe", "ufo")
+_VOWEL_SOUND_PREFIXES = ("hour", "honest", "honour", "honor", "heir")
+
+
+def starts_with_vowel_sound(phrase: str) -> bool:
+    """Whether ``phrase`` takes "an" rather than "a" (a spelling rule with common exceptions)."""
+    word = phrase.strip().lower()
+    if word.startswith(_VOWEL_SOUND_PREFIXES):
+        return True
+    if word.startswith(_CONSONANT_SOUND_PREFIXES):
+        return False
+    return word[:1] in ("a", "e", "i", "o", "u")
+
+
 def with_article(phrase: str) -> str:
     """Prefix ``phrase`` with the English indefinite article: ``'arrow' -> 'an arrow'``."""
-    article = "an" if phrase[:1].lower() in ("a", "e", "i", "o", "u") else "a"
-    return f"{article} {phrase}"
+    return f"{'an' if starts_with_vowel_sound(phrase) else 'a'} {phrase}"
 
 
 def fill_template(template: str, display_name: str) -> str:
@@ -48,9 +62,26 @@ def fill_template(template: str, display_name: str) -> str:
     """
     if "{}" not in template:
         raise DatasetError(f"prompt template {template!r} has no '{{}}' placeholder for the concept name")
-    if display_name[:1].lower() in ("a", "e", "i", "o", "u"):
+    if starts_with_vowel_sound(display_name):
         template = re.sub(r"\b([Aa]) \{\}", r"\1n {}", template)
     return template.replace("{}", display_name)
+
+
+def stratified_test_mask(classes: np.ndarray, test_share: float, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask choosing about ``test_share`` of the items of every class as test items.
+
+    A class with two or more items keeps at least one item on each side (when ``test_share > 0``).
+    """
+    is_test = np.zeros(len(classes), dtype=bool)
+    for cls in np.unique(classes):
+        members = np.flatnonzero(classes == cls)
+        n_test = int(round(test_share * len(members)))
+        if len(members) < 2 or test_share <= 0:
+            n_test = 0
+        else:
+            n_test = min(max(n_test, 1), len(members) - 1)
+        is_test[rng.permutation(members)[:n_test]] = True
+    return is_test
 
 
 # --------------------------------------------------------------------------------------------------
@@ -361,12 +392,16 @@ class ConceptDataset:
             if len(pair_concepts) != n:
                 raise DatasetError(f"{self.name}: {n} captions but {len(pair_concepts)} concept sets; expected one per caption")
             self.pair_concepts = []
+            seen: dict[tuple[str, frozenset[str]], frozenset[str]] = {}
             for i, (label, extra) in enumerate(zip(self.labels, pair_concepts)):
                 extra = frozenset(extra)
-                unknown = sorted(c for c in extra if c not in hierarchy)
-                if unknown:
-                    raise DatasetError(f"{self.name}: pair {i} names unknown concept(s) {_short_list(unknown)}")
-                self.pair_concepts.append(closure_of_label(label) | hierarchy.closure(extra))
+                key = (label, extra)
+                if key not in seen:
+                    unknown = sorted(c for c in extra if c not in hierarchy)
+                    if unknown:
+                        raise DatasetError(f"{self.name}: pair {i} names unknown concept(s) {_short_list(unknown)}")
+                    seen[key] = closure_of_label(label) | hierarchy.closure(extra)
+                self.pair_concepts.append(seen[key])
 
         if (pixels is None) == (image_paths is None):
             raise DatasetError(f"{self.name}: give exactly one of pixels (a uint8 tensor) or image_paths (one file per pair)")
