@@ -46,7 +46,18 @@ def _open_clip_config(name: str) -> ModelConfig:
             f"unknown model {name!r}: expected one of {list_models()} or an open_clip architecture "
             f"such as 'open_clip:ViT-B-32' (open_clip knows {len(open_clip.list_models())})"
         )
+    return open_clip_model_config(cfg, name=f"open_clip:{arch}")
+
+
+def open_clip_model_config(cfg: dict, name: str = "open_clip:custom") -> ModelConfig:
+    """A CLIP (Euclidean) config on open_clip towers from an open_clip model-config dict
+    (``embed_dim``, ``vision_cfg``, ``text_cfg`` and optionally ``quick_gelu``), as found in
+    open_clip's ``model_configs/*.json`` or passed to ``open_clip.model.CLIP``.
+
+    ``quick_gelu`` is kept inside both towers' ``open_clip_cfg`` (the towers read it back)."""
     vision_cfg, text_cfg = dict(cfg["vision_cfg"]), dict(cfg.get("text_cfg", {}))
+    if cfg.get("quick_gelu"):
+        vision_cfg["quick_gelu"] = text_cfg["quick_gelu"] = True
     image_size = vision_cfg.get("image_size", 224)
     image_size = image_size if isinstance(image_size, int) else image_size[0]
     text = TextConfig(
@@ -56,7 +67,7 @@ def _open_clip_config(name: str) -> ModelConfig:
     )
     vision = VisionConfig(kind="open_clip", image_size=image_size, open_clip_cfg=vision_cfg)
     return ModelConfig(
-        name=f"open_clip:{arch}", geometry="euclidean", embed_dim=cfg["embed_dim"], vision=vision,
+        name=name, geometry="euclidean", embed_dim=cfg["embed_dim"], vision=vision,
         text=text, learn_curvature=False, entailment_weight=0.0,
     )
 

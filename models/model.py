@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -87,10 +88,14 @@ class ImageTextModel(nn.Module):
         return self.textual(tokens) @ self.textual_proj.t()
 
     def embed_image_features(self, features: torch.Tensor) -> torch.Tensor:
-        return self.geometry.lift(features * self.visual_alpha.clamp(max=0.0).exp())
+        """Scale and lift projected image features; float32 (or float64) even under autocast."""
+        with _full_precision(features):
+            return self.geometry.lift(_upcast(features) * self.visual_alpha.clamp(max=0.0).exp())
 
     def embed_text_features(self, features: torch.Tensor) -> torch.Tensor:
-        return self.geometry.lift(features * self.textual_alpha.clamp(max=0.0).exp())
+        """Scale and lift projected text features; float32 (or float64) even under autocast."""
+        with _full_precision(features):
+            return self.geometry.lift(_upcast(features) * self.textual_alpha.clamp(max=0.0).exp())
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Images in ``[0, 1]`` ``(n, 3, H, W)`` -> points of the geometry."""
@@ -101,8 +106,10 @@ class ImageTextModel(nn.Module):
         return self.embed_text_features(self.text_features(tokens))
 
     def logits(self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
-        """``s · sim(u_i, v_j)``: images as rows. ``(n, D), (m, D) -> (n, m)``."""
-        return self.scale() * self.geometry.csimilarity(image_embeddings, text_embeddings)
+        """``s · sim(u_i, v_j)``: images as rows. ``(n, D), (m, D) -> (n, m)``; float32 (or float64)
+        even under autocast (SPEC section 2: the geometry and the loss run in full precision)."""
+        with _full_precision(image_embeddings):
+            return self.scale() * self.geometry.csimilarity(_upcast(image_embeddings), _upcast(text_embeddings))
 
     def class_embeddings(self, prompt_tokens: Sequence[torch.Tensor]) -> torch.Tensor:
         """Zero-shot class embeddings from each class's prompt tokens ``(n_prompts, context)``.
@@ -112,8 +119,10 @@ class ImageTextModel(nn.Module):
         ``-> (n_classes, D)``"""
         counts = [len(tokens) for tokens in prompt_tokens]
         features = self.text_features(torch.cat(list(prompt_tokens)))
-        prototypes = torch.stack([self.geometry.mean_features(f) for f in features.split(counts)])
-        return self.embed_text_features(prototypes)
+        with _full_precision(features):
+            features = _upcast(features)
+            prototypes = torch.stack([self.geometry.mean_features(f) for f in features.split(counts)])
+            return self.embed_text_features(prototypes)
 
     # -------------------------------------------------------------------------------- losses
     def contrastive_loss(self, image_embeddings, text_embeddings) -> torch.Tensor:
@@ -141,6 +150,18 @@ class ImageTextModel(nn.Module):
             loss = loss + self.config.entailment_weight * entailment
         losses["loss"] = loss
         return losses
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _full_precision(reference: torch.Tensor):
+    """Switch autocast off for the device of ``reference`` (a no-op outside autocast)."""
+    device_type = reference.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _projection(in_features: int, out_features: int) -> geoopt.ManifoldParameter:

@@ -80,7 +80,9 @@ class OpenClipVisionTower(nn.Module):
         super().__init__()
         from open_clip.model import _build_vision_tower
 
-        self.tower = _build_vision_tower(embed_dim, vision_cfg)
+        vision_cfg = dict(vision_cfg)
+        quick_gelu = bool(vision_cfg.pop("quick_gelu", False))  # open_clip's model-level flag
+        self.tower = _build_vision_tower(embed_dim, vision_cfg, quick_gelu=quick_gelu)
         self.output_dim = embed_dim
 
     def forward(self, images):
@@ -106,7 +108,9 @@ def build_text_tower(config: TextConfig, embed_dim: int) -> nn.Module:
     if config.open_clip_cfg:
         from open_clip.model import _build_text_tower
 
-        tower = _build_text_tower(embed_dim, config.open_clip_cfg)
+        text_cfg = dict(config.open_clip_cfg)
+        quick_gelu = bool(text_cfg.pop("quick_gelu", False))  # open_clip's model-level flag
+        tower = _build_text_tower(embed_dim, text_cfg, quick_gelu=quick_gelu)
         tower.output_dim = embed_dim
         return tower
     tower = TextTransformer(
