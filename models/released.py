@@ -173,7 +173,7 @@ def _pixel_statistic(value: torch.Tensor) -> torch.Tensor:
     """MERU's ``(3, 1, 1)`` colour statistic in ``[0, 1]`` units -> ours, ``(1, 3, 1, 1)``.
     A statistic in ``[0, 255]`` units (some re-implementations) is rescaled to ``[0, 1]``."""
     value = value.detach().float().reshape(1, -1, 1, 1)
-    if value.abs().max() > 2.0:
+    if not value.is_meta and value.abs().max() > 2.0:
         value = value / 255.0
     return value
 
