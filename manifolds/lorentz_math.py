@@ -163,6 +163,26 @@ def acosh_distance(minus_c_inner: torch.Tensor, *, c) -> torch.Tensor:
     return torch.acosh(clamped) / c**0.5
 
 
+def chord_sq(x: torch.Tensor, y: torch.Tensor, *, c) -> torch.Tensor:
+    r"""Squared Lorentz norm of the chord, :math:`\langle x - y, x - y\rangle_L \ge 0`, accurately.
+
+    With the Poincaré-ball denominators :math:`a = 1 + \sqrt{c}\,x_t`, :math:`b = 1 + \sqrt{c}\,y_t`
+    (the ball point of ``x`` is :math:`\sqrt{c}\,x_s / a` and :math:`1 - |p|^2 = 2/a`), the
+    Poincaré distance formula gives
+
+    .. math:: \langle x - y, x - y\rangle_L = a\,b\,\big|x_s/a - y_s/b\big|^2 ,
+
+    a squared Euclidean norm: no difference of large squares (``|x_s - y_s|^2 - (x_t - y_t)^2``
+    cancels like :math:`e^{\sqrt{c}(r_x + r_y)}` far from the origin), and full relative precision
+    for nearby points. ``(..., D), (..., D) -> (..., 1)``; clamped at :func:`tiny`."""
+    sqrt_c = c**0.5
+    a = 1.0 + sqrt_c * x[..., :1]
+    b = 1.0 + sqrt_c * y[..., :1]
+    squared = (a * b) * (x[..., 1:] / a - y[..., 1:] / b).pow(2).sum(-1, keepdim=True)
+    # Guards sqrt at 0 (identical points): the value and the gradient stay finite.
+    return squared.clamp_min(tiny(x.dtype))
+
+
 def dist(x: torch.Tensor, y: torch.Tensor, *, c, keepdim: bool = False) -> torch.Tensor:
     r"""Geodesic distance, row-wise and broadcasting:
 
@@ -170,18 +190,10 @@ def dist(x: torch.Tensor, y: torch.Tensor, *, c, keepdim: bool = False) -> torch
               \sqrt{\langle x - y, x - y\rangle_L}\Big),
 
     which equals :math:`\operatorname{arccosh}(-c\langle x,y\rangle_L)/\sqrt{c}` on the hyperboloid
-    but keeps full relative precision for nearby points (no cancellation in ``1 - z``). The time
-    difference is computed as ``(x_s - y_s)·(x_s + y_s) / (x_t + y_t)``, which is exact on the
-    manifold and free of the cancellation ``x_t - y_t`` suffers far from the origin.
-    ``(..., D), (..., D) -> (...)``."""
-    space_diff = x[..., 1:] - y[..., 1:]
-    space_sum = x[..., 1:] + y[..., 1:]
-    time_diff = (space_diff * space_sum).sum(-1, keepdim=True) / (x[..., :1] + y[..., :1])
-    chord_sq = space_diff.pow(2).sum(-1, keepdim=True) - time_diff.pow(2)
-    # Guards sqrt at 0 (identical points) and rounding below 0: value and gradient stay finite.
-    chord = chord_sq.clamp_min(tiny(x.dtype)).sqrt()
+    but keeps full relative precision for nearby points (no cancellation in ``1 - z``); the chord
+    comes from :func:`chord_sq`. ``(..., D), (..., D) -> (...)``."""
     sqrt_c = c**0.5
-    result = 2.0 / sqrt_c * torch.asinh(0.5 * sqrt_c * chord)
+    result = 2.0 / sqrt_c * torch.asinh(0.5 * sqrt_c * chord_sq(x, y, c=c).sqrt())
     return result if keepdim else result.squeeze(-1)
 
 
@@ -201,23 +213,72 @@ def egrad2rgrad(x: torch.Tensor, grad: torch.Tensor, *, c) -> torch.Tensor:
     return proju(x, flipped, c=c)
 
 
+def _tangent_norm_space(x: torch.Tensor, u_space: torch.Tensor, *, c) -> torch.Tensor:
+    """:func:`tangent_norm` from the space part ``u_space`` ``(..., d)``; returns ``(..., 1)``."""
+    x_space = x[..., 1:]
+    x_unit = x_space / _safe_norm(x_space, keepdim=True)
+    along = (u_space * x_unit).sum(-1, keepdim=True)
+    across = u_space - along * x_unit
+    squared = across.pow(2).sum(-1, keepdim=True) + along.pow(2) / (c * x[..., :1].pow(2))
+    # Guards sqrt'(0) = inf for a zero tangent vector.
+    return squared.clamp_min(tiny(u_space.dtype)).sqrt()
+
+
+def tangent_norm(x: torch.Tensor, u: torch.Tensor, *, c, keepdim: bool = False) -> torch.Tensor:
+    r"""Lorentz norm of the tangent vector at ``x`` whose space part is ``u_s`` (``u``'s time
+    coordinate is not read: it is the one that makes ``u`` tangent, :math:`x_s\cdot u_s / x_t`).
+
+    Split :math:`u_s = \alpha\,\hat x_s + u_\perp` along :math:`\hat x_s = x_s/|x_s|`; then
+
+    .. math:: |u|_L^2 = |u_\perp|^2 + \frac{\alpha^2}{c\,x_t^2},
+
+    a sum of non-negative terms. The textbook :math:`|u_s|^2 - u_t^2` cancels catastrophically far
+    from the origin (both terms grow like :math:`e^{2\sqrt{c}\,d(O, x)}`), which in float32 turns
+    into garbage or NaN a few units from the origin. ``(..., D), (..., D) -> (...)``."""
+    result = _tangent_norm_space(x, u[..., 1:], c=c)
+    return result if keepdim else result.squeeze(-1)
+
+
 def expmap(x: torch.Tensor, u: torch.Tensor, *, c) -> torch.Tensor:
     r""":math:`\exp_x(u) = \cosh(\sqrt{c}|u|_L)\,x + \frac{\sinh(\sqrt{c}|u|_L)}{\sqrt{c}|u|_L}\,u`.
 
-    ``(..., D), (..., D) -> (..., D)``; the result is projected back onto the hyperboloid."""
-    scaled_norm = c**0.5 * lorentz_norm(u, keepdim=True)
+    ``u`` is read through its space part (its time coordinate is taken as the one that makes it
+    tangent at ``x``, see :func:`tangent_norm`); the result's time coordinate is recomputed from its
+    space part, so it lies on the hyperboloid. Steps longer than ``MAX_SQRT_C_NORM / sqrt(c)`` are
+    shortened to that length, as in MERU's map at the origin, so ``expmap`` at the origin equals
+    :func:`expmap0`. ``(..., D), (..., D) -> (..., D)``."""
+    scaled_norm = c**0.5 * tangent_norm(x, u, c=c, keepdim=True)
     # Guards cosh/sinh overflow for huge steps (same cap as the map at the origin).
     capped = scaled_norm.clamp_max(MAX_SQRT_C_NORM)
-    moved = torch.cosh(capped) * x + torch.sinh(capped) / scaled_norm * u
-    return project(moved, c=c)
+    moved = torch.cosh(capped) * x[..., 1:] + torch.sinh(capped) / scaled_norm * u[..., 1:]
+    return from_space(moved, c=c)
 
 
 def logmap(x: torch.Tensor, y: torch.Tensor, *, c) -> torch.Tensor:
     r""":math:`\log_x(y) = d(x, y)\, w/|w|_L` with :math:`w = y + c\langle x, y\rangle_L\, x`.
 
-    ``(..., D), (..., D) -> (..., D)``."""
-    direction = y + c * inner(x, y, keepdim=True) * x
-    return dist(x, y, c=c, keepdim=True) * direction / lorentz_norm(direction, keepdim=True)
+    On the hyperboloid :math:`c\langle x, y\rangle_L = -1 - \tfrac{c}{2}\kappa^2` with the chord
+    :math:`\kappa^2 = \langle x-y, x-y\rangle_L` (:func:`chord_sq`), so
+    :math:`w = (y - x) - \tfrac{c}{2}\kappa^2 x`, and with :math:`s = \sqrt{c}\,\kappa/2`,
+    :math:`d = 2\operatorname{asinh}(s)/\sqrt{c}` and :math:`|w|_L = 2 s\sqrt{1+s^2}/\sqrt{c}`:
+
+    .. math:: \log_x(y) = \frac{\operatorname{asinh}(s)}{s\sqrt{1 + s^2}}\, w .
+
+    No norm of ``w`` is computed numerically (it cancels catastrophically far from the origin) and
+    nothing is divided by a small distance (nearby points give a factor near 1). Only the space part
+    is computed this way; the time coordinate is the one that makes the result tangent at ``x``,
+    :math:`x_s\cdot v_s / x_t` (a difference of rounded time coordinates would leave a non-tangent
+    residue of one ulp of :math:`x_t`). ``(..., D), (..., D) -> (..., D)``."""
+    chord_squared = chord_sq(x, y, c=c)
+    x_space = x[..., 1:]
+    direction = (y[..., 1:] - x_space) - 0.5 * c * chord_squared * x_space
+    half_scaled_chord = 0.5 * c**0.5 * chord_squared.sqrt()
+    factor = torch.asinh(half_scaled_chord) / (
+        half_scaled_chord * (1.0 + half_scaled_chord.pow(2)).sqrt()
+    )
+    v_space = factor * direction
+    v_time = (x_space * v_space).sum(-1, keepdim=True) / x[..., :1]
+    return torch.cat([v_time, v_space], dim=-1)
 
 
 def transp(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, *, c) -> torch.Tensor:
@@ -248,12 +309,29 @@ def oxy_angle(x: torch.Tensor, y: torch.Tensor, *, c) -> torch.Tensor:
     .. math:: \operatorname{ext}(x, y) = \arccos\frac{y_t + z\,x_t}{|x_s|\sqrt{z^2 - 1}} ,
 
     ``y`` lies in the cone of ``x`` when this is at most :func:`half_aperture` of ``x``.
+
+    Evaluated, equivalently, as the angle between two unit tangent vectors at ``x``: the outward
+    radial direction :math:`\hat a = \sqrt{c}\,(|x_s|,\; x_t\,x_s/|x_s|)` and the direction
+    :math:`\hat b = w/|w|_L` of :func:`logmap` towards ``y``, by the half-angle form
+
+    .. math:: \operatorname{ext}(x, y) = 2\operatorname{atan2}\big(|\hat a - \hat b|_L,\;
+              |\hat a + \hat b|_L\big)
+
+    with both norms from :func:`tangent_norm` (no cancellation). The arccos form loses
+    :math:`\sqrt{\epsilon}\,e^{\sqrt{c}\,r}`-sized errors near 0 and pi: in float32 a point on the
+    cone's own axis read angles of 0.01–0.3 rad, larger than the aperture there. Degenerate cases
+    agree with MERU's clamped form: ``y = x`` or ``x`` at the origin give pi/2.
     ``(..., D), (..., D) -> (...)`` (broadcasting)."""
-    eps = near_one_eps(x.dtype)
-    z = c * inner(x, y)
-    numerator = y[..., 0] + z * x[..., 0]
-    # Guards sqrt at z^2 = 1 (y at x, or on the ray through x): keep the slope finite.
-    z_term = (z.pow(2) - 1.0).clamp_min(eps).sqrt()
-    denominator = _safe_norm(x[..., 1:]) * z_term
-    # Guards acos's domain and its infinite slope at +-1.
-    return torch.acos((numerator / denominator).clamp(-1.0 + eps, 1.0 - eps))
+    sqrt_c = c**0.5
+    x_space = x[..., 1:]
+    outward = sqrt_c * x[..., :1] * (x_space / _safe_norm(x_space, keepdim=True))
+    chord_squared = chord_sq(x, y, c=c)
+    toward = (y[..., 1:] - x_space) - 0.5 * c * chord_squared * x_space
+    half_scaled_chord = 0.5 * sqrt_c * chord_squared.sqrt()
+    toward_norm = 2.0 * half_scaled_chord * (1.0 + half_scaled_chord.pow(2)).sqrt() / sqrt_c
+    toward = toward / toward_norm
+    outward, toward = torch.broadcast_tensors(outward, toward)
+    x = x.expand(*outward.shape[:-1], x.shape[-1])
+    difference = _tangent_norm_space(x, outward - toward, c=c)
+    total = _tangent_norm_space(x, outward + toward, c=c)
+    return (2.0 * torch.atan2(difference, total)).squeeze(-1)
