@@ -19,6 +19,8 @@ from .towers import build_text_tower, build_vision_tower
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_LOGIT_SCALE = math.log(100.0)
+BPE_VOCAB_SIZE = 49408  # open_clip's (and MERU's) tokenizer
+BPE_START, BPE_END = 49406, 49407
 
 
 def build_geometry(config: ModelConfig) -> nn.Module:
@@ -60,6 +62,30 @@ class ImageTextModel(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        if config.text.compact_vocabulary:
+            self.register_buffer("token_map", torch.zeros(BPE_VOCAB_SIZE, dtype=torch.long))
+            self.build_vocabulary(torch.empty(0, dtype=torch.long))
+
+    # ------------------------------------------------------------------------ compact vocabulary
+    def build_vocabulary(self, tokens: torch.Tensor) -> None:
+        """Give a compact-vocabulary model its vocabulary: the BPE ids occurring in ``tokens``.
+
+        Row 0 stays padding, the end-of-text id takes the last row (open_clip pools the text at the
+        argmax token id, which must remain the end of text), start-of-text the one before it, and
+        every id outside the vocabulary shares an "unknown" row. The map is a buffer, so it travels
+        with the weights in every checkpoint."""
+        size = self.config.text.vocab_size
+        end, start, unknown = size - 1, size - 2, size - 3
+        seen = [t for t in torch.unique(tokens).tolist() if t not in (0, BPE_START, BPE_END)]
+        if len(seen) > size - 4:
+            raise ValueError(
+                f"{len(seen)} distinct tokens do not fit the compact vocabulary of {self.config.name!r} "
+                f"({size - 4} free rows); use a config with a larger text.vocab_size"
+            )
+        token_map = torch.full((BPE_VOCAB_SIZE,), unknown, dtype=torch.long)
+        token_map[0], token_map[BPE_START], token_map[BPE_END] = 0, start, end
+        token_map[torch.tensor(seen, dtype=torch.long)] = torch.arange(1, len(seen) + 1)
+        self.token_map.copy_(token_map.to(self.token_map.device))
 
     # ------------------------------------------------------------------------------ encoders
     @property
@@ -85,6 +111,8 @@ class ImageTextModel(nn.Module):
 
     def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
         """Projected text features before scaling and lifting. ``(n, context) -> (n, embed_dim)``."""
+        if self.config.text.compact_vocabulary:
+            tokens = self.token_map[tokens]
         return self.textual(tokens) @ self.textual_proj.t()
 
     def embed_image_features(self, features: torch.Tensor) -> torch.Tensor:

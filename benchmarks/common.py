@@ -1,0 +1,95 @@
+"""Pieces shared by the command-line tools: devices, mixed precision, tokenised datasets."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import models
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+    return torch.device(name)
+
+
+def autocast(device: torch.device):
+    """Mixed precision on GPU (bfloat16 towers; the geometry upcasts itself to float32), none on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class EncodedDataset:
+    """A :class:`~benchmarks.datasets.ConceptDataset` with its captions and zero-shot prompts tokenised
+    for one model, and the integer class of every pair (position in ``classes``)."""
+
+    dataset: object
+    tokens: torch.Tensor  # (n_pairs, context)
+    classes: list  # leaf concepts: the zero-shot classes
+    targets: np.ndarray  # (n_pairs,)
+    prompt_tokens: list  # per class: (n_prompts, context)
+    tokenizer: object = field(repr=False, default=None)
+
+    @classmethod
+    def build(cls, dataset, context_length: int) -> "EncodedDataset":
+        tokenizer = models.get_tokenizer(context_length)
+        classes = dataset.leaf_classes()
+        return cls(
+            dataset=dataset,
+            tokens=tokenizer(dataset.captions),
+            classes=classes,
+            targets=dataset.targets(np.arange(len(dataset))),
+            prompt_tokens=[tokenizer(dataset.prompts(c)) for c in classes],
+            tokenizer=tokenizer,
+        )
+
+    def concept_prompt_tokens(self, concept: str) -> torch.Tensor:
+        return self.tokenizer(self.dataset.prompts(concept))
+
+    def images(self, indices) -> torch.Tensor:
+        return self.dataset.images(indices)
+
+
+def zero_shot_accuracy(model, data: EncodedDataset, indices, *, classes=None) -> float:
+    """Macro zero-shot accuracy of ``model`` on the pairs ``indices`` (over all leaf classes)."""
+    from models.evaluation import class_embeddings, embed_images, macro_accuracy, zero_shot_predictions
+
+    indices = np.asarray(indices)
+    prototypes = class_embeddings(model, data.prompt_tokens)
+    predictions = zero_shot_predictions(model, embed_images(model, data.images(indices)), prototypes)
+    return macro_accuracy(predictions, torch.from_numpy(data.targets[indices]), classes)
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
