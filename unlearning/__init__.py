@@ -1,0 +1,19 @@
+"""Concept unlearning for image–text models: a registry of objectives and one trainer.
+
+>>> import unlearning
+>>> unlearning.list_objectives()
+['ac', 'ft', 'ga', 'hac', 'hac-parent', 'neggrad+', 'relabel']
+>>> objective = unlearning.create_objective("hac", norm_weight=0.0)
+"""
+
+from . import objectives  # noqa: F401  (registers the objectives)
+from .data import Batch, Embeddings, UnlearningData, ZeroShotProbe
+from .mismatch import STRATEGIES, mismatched_targets
+from .registry import create_objective, list_objectives, objective_options, register_objective
+from .trainer import UnlearningResult, unlearn
+
+__all__ = [
+    "Batch", "Embeddings", "STRATEGIES", "UnlearningData", "UnlearningResult", "ZeroShotProbe",
+    "create_objective", "list_objectives", "mismatched_targets", "objective_options",
+    "register_objective", "unlearn",
+]

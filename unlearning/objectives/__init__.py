@@ -1,0 +1,3 @@
+"""Objectives register themselves on import: one module per objective."""
+
+from . import ac, ft, ga, hac, neggrad, relabel  # noqa: F401

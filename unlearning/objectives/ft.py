@@ -1,0 +1,19 @@
+"""FT: retain-only fine-tuning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..registry import register_objective
+from .terms import Objective, sub_batch_info_nce
+
+
+@register_objective("ft")
+@dataclass
+class RetainFineTuning(Objective):
+    """FT: fine-tune on the retain pairs only (the forget pairs of a batch are ignored); forgetting
+    comes only from catastrophic interference. No options."""
+
+    def loss(self, embeddings, geometry, batch) -> dict:
+        retain = sub_batch_info_nce(embeddings, geometry, ~batch.forget)
+        return {"loss": retain, "retain": retain}

@@ -1,0 +1,170 @@
+"""The unlearning trainer: any registered objective, driven by geoopt's Riemannian Adam."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import geoopt
+import torch
+from tqdm.auto import tqdm
+
+from .data import Batch, Embeddings, UnlearningData
+from .registry import create_objective
+
+
+@dataclass
+class UnlearningResult:
+    """What happened during a run (the model itself is updated in place)."""
+
+    steps: int
+    seconds: float
+    stopped_early: bool
+    samples_per_second: float
+    history: list = field(default_factory=list)  # per step: the objective's loss parts
+    evaluations: list = field(default_factory=list)  # per evaluation: step + probe metrics
+
+
+def unlearn(model, data: UnlearningData, objective, *, steps: Optional[int] = None,
+            epochs: Optional[float] = None, lr: float = 1e-4, batch_size: int = 128,
+            forget_fraction: float = 0.25, seed: int = 0, device=None, eval_every: Optional[int] = None,
+            target_forget_accuracy: Optional[float] = None, progress: bool = True,
+            mixed_precision: Optional[bool] = None) -> UnlearningResult:
+    """Unlearn the pairs marked ``data.forget`` from ``model`` (in place).
+
+    Parameters
+    ----------
+    objective:
+        A registered objective instance, or its name (created with default options).
+    steps, epochs:
+        Length of the run: a number of optimiser steps, or of passes over the forget pairs
+        (exactly one of the two).
+    lr, batch_size:
+        Riemannian Adam's step size (over *all* parameters: Euclidean weights on the Euclidean
+        manifold, manifold-valued parameters on theirs) and the batch size.
+    forget_fraction:
+        Share of forget pairs in every batch (the rest are retain pairs).
+    seed:
+        Seeds batch sampling and mismatch choices: a CPU run is deterministic given the seed.
+    eval_every, target_forget_accuracy:
+        With ``data.probe``, measure zero-shot forget/retain accuracy every ``eval_every`` steps
+        (and at step 0); stop as soon as the forget accuracy is at most ``target_forget_accuracy``.
+    mixed_precision:
+        bfloat16 autocast for the towers (the geometry stays in float32); default: on for CUDA.
+    """
+    if isinstance(objective, str):
+        objective = create_objective(objective)
+    objective.validate(model.geometry, model.config.name)
+    if (steps is None) == (epochs is None):
+        raise ValueError("unlearn() needs exactly one of steps= and epochs=")
+    if not 0 < forget_fraction < 1:
+        raise ValueError(f"forget_fraction must be in (0, 1), got {forget_fraction}")
+    forget_per_batch = max(1, round(batch_size * forget_fraction))
+    retain_per_batch = max(1, batch_size - forget_per_batch)
+    forget_pool, retain_pool = data.forget_indices, data.retain_indices
+    if steps is None:
+        steps = max(1, math.ceil(epochs * len(forget_pool) / forget_per_batch))
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    if mixed_precision is None:
+        mixed_precision = device.type == "cuda"
+    precision = torch.autocast(device.type, dtype=torch.bfloat16) if mixed_precision else contextlib.nullcontext()
+
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    original = None
+    if objective.needs_original:
+        original = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = geoopt.optim.RiemannianAdam(model.parameters(), lr=lr)
+    sample_forget = _Cycler(forget_pool, generator)
+    sample_retain = _Cycler(retain_pool, generator)
+
+    result = UnlearningResult(steps=0, seconds=0.0, stopped_early=False, samples_per_second=0.0)
+
+    def evaluate(step) -> bool:
+        metrics = {"step": step, **data.probe(model)}
+        result.evaluations.append(metrics)
+        bar.set_postfix(forget=f"{metrics['forget_accuracy']:.2f}", retain=f"{metrics['retain_accuracy']:.2f}")
+        return target_forget_accuracy is not None and metrics["forget_accuracy"] <= target_forget_accuracy
+
+    evaluating = data.probe is not None and eval_every
+    bar = tqdm(total=steps, desc=f"unlearn {objective.name}", disable=not progress, dynamic_ncols=True)
+    began = time.perf_counter()
+    if evaluating and evaluate(0):
+        result.stopped_early = True
+        steps = 0
+    for step in range(1, steps + 1):
+        _train_mode(model)
+        rows = torch.cat([sample_retain(retain_per_batch), sample_forget(forget_per_batch)])
+        batch = Batch(
+            images=data.images[rows], tokens=data.tokens[rows], labels=data.labels[rows],
+            forget=data.forget[rows], parents=data.class_parents[data.labels[rows]],
+        ).to(device)
+        with precision:
+            embeddings = _embed(model, original, objective, batch, data)
+            parts = objective.loss(embeddings, model.geometry, batch)
+        optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        optimizer.step()
+        values = {name: float(value.detach()) for name, value in parts.items()}
+        if not math.isfinite(values["loss"]):
+            raise FloatingPointError(f"unlearning loss became {values['loss']} at step {step} ({objective.name})")
+        result.history.append(values)
+        result.steps = step
+        bar.update(1)
+        if evaluating and step % eval_every == 0 and step < steps and evaluate(step):
+            result.stopped_early = True
+            break
+    result.seconds = time.perf_counter() - began
+    result.samples_per_second = result.steps * batch_size / max(result.seconds, 1e-9)
+    bar.close()
+    model.eval()
+    return result
+
+
+def _embed(model, original, objective, batch: Batch, data: UnlearningData) -> Embeddings:
+    embeddings = Embeddings(
+        images=model.encode_image(batch.images), texts=model.encode_text(batch.tokens), scale=model.scale()
+    )
+    if original is not None:
+        with torch.no_grad():
+            embeddings.original_images = original.encode_image(batch.images)
+            embeddings.original_texts = original.encode_text(batch.tokens)
+    if objective.needs_parent_prompts:
+        if not data.parent_prompt_tokens:
+            raise ValueError(f"objective {objective.name!r} needs parent prompts, but the data has none")
+        # Anchors, not targets: the parent prompts are embedded by the current model without
+        # gradient, so the term moves images into the parent's cone rather than the cone onto them.
+        with torch.no_grad():
+            parents = model.class_embeddings([t.to(batch.images.device) for t in data.parent_prompt_tokens])
+        embeddings.parent_prompts = parents[batch.parents]
+    return embeddings
+
+
+def _train_mode(model) -> None:
+    """Training mode, except that BatchNorm statistics stay frozen: updated on mixed retain/forget
+    batches they would drift and make retain accuracy swing between evaluations (SPEC section 4)."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+class _Cycler:
+    """Draw indices from a pool without replacement, reshuffling (seeded) once it is exhausted."""
+
+    def __init__(self, pool: torch.Tensor, generator: torch.Generator):
+        self.pool, self.generator = pool, generator
+        self.queue = pool.new_empty(0)
+
+    def __call__(self, count: int) -> torch.Tensor:
+        while self.queue.numel() < count:
+            order = torch.randperm(len(self.pool), generator=self.generator)
+            self.queue = torch.cat([self.queue, self.pool[order]])
+        taken, self.queue = self.queue[:count], self.queue[count:]
+        return taken
