@@ -137,7 +137,8 @@ class ImageTextModel(nn.Module):
         """``s · sim(u_i, v_j)``: images as rows. ``(n, D), (m, D) -> (n, m)``; float32 (or float64)
         even under autocast (SPEC section 2: the geometry and the loss run in full precision)."""
         with _full_precision(image_embeddings):
-            return self.scale() * self.geometry.csimilarity(_upcast(image_embeddings), _upcast(text_embeddings))
+            similarity = self.geometry.csimilarity(_upcast(image_embeddings), _upcast(text_embeddings))
+            return self.scale() * similarity
 
     def class_embeddings(self, prompt_tokens: Sequence[torch.Tensor]) -> torch.Tensor:
         """Zero-shot class embeddings from each class's prompt tokens ``(n_prompts, context)``.

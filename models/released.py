@@ -3,33 +3,28 @@ open_clip state dicts. Both return an :class:`~models.model.ImageTextModel` of o
 
 Released MERU/CLIP checkpoints (``meru_vit_{s,b,l}.pth``, ``clip_vit_{s,b,l}.pth``; SPEC section 2)
 are a dict whose ``"model"`` entry is the state dict of MERU's ``MERU`` / ``CLIPBaseline`` module
-(``facebookresearch/meru``, ``meru/models.py``). Their layout, as written by MERU's code:
+(``facebookresearch/meru``: ``meru/models.py``, ``meru/encoders/{text,image}_encoders.py``).
+Their keys, what they mean in MERU's code, and where they go in ours:
 
-==================================  ================================================  ===========================
-MERU key                            meaning in MERU's code                            our key
-==================================  ================================================  ===========================
-``logit_scale``                     log temperature (clamped to ``<= log 100``)        ``logit_scale``
-``curv`` (MERU only)                ``nn.Parameter(log(curv_init))``: **log c**,       ``geometry.log_c``
-                                    used as ``curv.exp()``, clamped to
-                                    ``[log(c0/10), log(10 c0)]``
-``visual_alpha``, ``textual_alpha`` log feature scales, used as ``alpha.exp()``       same names
-(MERU only)                         (clamped ``<= 0`` in training)
-``pixel_mean``, ``pixel_std``       buffers of shape ``(3, 1, 1)`` in ``[0, 1]``       shape ``(1, 3, 1, 1)``
-                                    units (images enter as ``[0, 1]`` pixels)
-``visual.*``                        a timm ViT (``num_classes=0``, CLS pooling,        ``visual.trunk.*``
-                                    ``nn.LayerNorm`` eps 1e-5, fixed sin-cos
-                                    position embedding)
-``visual_proj.weight``              ``nn.Linear(width, embed_dim, bias=False)``        ``visual_proj``
-``textual_proj.weight``             ``nn.Linear(width, embed_dim, bias=False)``        ``textual_proj``
-``textual.token_embed.weight``      ``nn.Embedding(vocab, width)``                     ``textual.token_embedding.weight``
-``textual.posit_embed``             ``(context, width)`` parameter                     ``textual.positional_embedding``
-``textual.attn_mask``               boolean causal mask buffer                         dropped (ours is built)
-``textual.resblocks.i.*``           pre-LN block: ``ln_1``, ``attn`` (an               ``textual.transformer.resblocks.i.*``
-                                    ``nn.MultiheadAttention``: ``in_proj_weight``,     (the same names: open_clip's
-                                    ``in_proj_bias``, ``out_proj.{weight,bias}``),     ``ResidualAttentionBlock``)
-                                    ``ln_2``, ``mlp.c_fc``, ``mlp.c_proj`` (exact GELU)
-``textual.ln_final.*``              final LayerNorm before EOS (argmax) pooling        ``textual.ln_final.*``
-==================================  ================================================  ===========================
+- ``logit_scale``: log temperature (MERU clamps it to ``<= log 100``) -> ``logit_scale``.
+- ``curv`` (MERU only): ``nn.Parameter(log(curv_init))``, i.e. **log c**, used as ``curv.exp()`` and
+  clamped to ``[log(c0/10), log(10 c0)]`` -> ``geometry.log_c``.
+- ``visual_alpha``, ``textual_alpha`` (MERU only): log feature scales, used as ``alpha.exp()``
+  (clamped to ``<= 0`` during training) -> the same names.
+- ``pixel_mean``, ``pixel_std``: buffers ``view(-1, 1, 1)``, shape ``(3, 1, 1)``, in ``[0, 1]``
+  units (images enter as ``[0, 1]`` pixels) -> the same names, shape ``(1, 3, 1, 1)``.
+- ``visual.*``: a timm ViT (``num_classes=0``, CLS pooling, ``nn.LayerNorm`` eps 1e-5, fixed 2-D
+  sin-cos position embedding) -> ``visual.trunk.*`` (timm's own names on both sides).
+- ``visual_proj.weight``, ``textual_proj.weight``: ``nn.Linear(width, embed_dim, bias=False)``
+  weights ``(embed_dim, width)`` -> ``visual_proj``, ``textual_proj`` (same layout, no transpose).
+- ``textual.token_embed.weight`` (``nn.Embedding(vocab, width)``) -> ``textual.token_embedding.weight``.
+- ``textual.posit_embed``: shape ``(context, width)`` -> ``textual.positional_embedding``.
+- ``textual.attn_mask``: MERU's boolean causal-mask buffer -> dropped (open_clip builds its own).
+- ``textual.resblocks.i.*``: MERU's pre-LN ``_TransformerBlock`` with ``ln_1``, ``attn`` (an
+  ``nn.MultiheadAttention``: ``in_proj_weight``, ``in_proj_bias``, ``out_proj.{weight,bias}``),
+  ``ln_2``, ``mlp.c_fc``, ``mlp.c_proj`` (exact GELU between) -> ``textual.transformer.resblocks.i.*``
+  under the same names (open_clip's ``ResidualAttentionBlock`` has the same structure).
+- ``textual.ln_final.*``: the LayerNorm before end-of-text (argmax) pooling -> the same names.
 
 The CLIP baselines have no ``curv`` and no alphas (our CLIP's alphas are set to 0: it normalises
 anyway); their file may also carry ``"root"`` besides ``"model"``, which is ignored.
@@ -157,7 +152,8 @@ def convert_meru_state_dict(state_dict: Mapping) -> dict:
         elif key == "textual.token_embed.weight":
             out["textual.token_embedding.weight"] = value
         elif key == "textual.posit_embed":
-            out["textual.positional_embedding"] = value.reshape(value.shape[-2:]) if value.dim() == 3 else value
+            # (context, width) in MERU; a (1, context, width) copy is accepted too
+            out["textual.positional_embedding"] = value.reshape(value.shape[-2:])
         elif key == "textual.attn_mask":
             continue
         elif key.startswith("textual.resblocks."):
@@ -184,7 +180,8 @@ def infer_released_model_name(state_dict: Mapping, path=None) -> str:
     the weights do not say, the file name (``meru_vit_s.pth``...) decides."""
     geometry = "meru" if "curv" in state_dict else "clip"
     width = None
-    for key, axis in (("visual.cls_token", -1), ("visual.pos_embed", -1), ("visual.patch_embed.proj.weight", 0)):
+    width_keys = (("visual.cls_token", -1), ("visual.pos_embed", -1), ("visual.patch_embed.proj.weight", 0))
+    for key, axis in width_keys:
         if key in state_dict:
             width = int(state_dict[key].shape[axis])
             break
@@ -254,8 +251,9 @@ def load_released_checkpoint(path, model_name: str | ModelConfig | None = None, 
             model.visual_alpha.zero_()
             model.textual_alpha.zero_()
     _load_into(model, weights, path, optional=optional)
-    if config.vision.kind == "timm" and hasattr(model.visual, "trunk") and hasattr(model.visual.trunk, "pos_embed"):
-        model.visual.trunk.pos_embed.requires_grad_(False)  # MERU: fixed 2-D sin-cos embedding
+    pos_embed = getattr(getattr(model.visual, "trunk", None), "pos_embed", None)
+    if config.vision.kind == "timm" and isinstance(pos_embed, torch.nn.Parameter):
+        pos_embed.requires_grad_(False)  # MERU: a fixed 2-D sin-cos embedding
     _warn_out_of_range(model, raw, path)
     return model.to(map_location)
 
@@ -282,7 +280,8 @@ def _warn_out_of_range(model: ImageTextModel, raw: Mapping, path) -> None:
         if not math.log(low) <= log_c <= math.log(high):
             notes.append(f"curvature exp(curv) = {math.exp(log_c):.4g} outside [{low:.4g}, {high:.4g}]")
     if notes:
-        warnings.warn(f"checkpoint {path}: values will be clamped when used: " + "; ".join(notes), stacklevel=3)
+        message = f"checkpoint {path}: values will be clamped when used: " + "; ".join(notes)
+        warnings.warn(message, stacklevel=3)
 
 
 # ------------------------------------------------------------------------------------ open_clip

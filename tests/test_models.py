@@ -16,9 +16,9 @@ from models import CheckpointError
 EOS = 49407  # open_clip's end-of-text id: the largest id, so argmax pooling finds it
 
 
-def batch(n=4, *, seed=0, context=20):
+def batch(n=4, *, seed=0, context=20, size=32):
     generator = torch.Generator().manual_seed(seed)
-    images = torch.rand(n, 3, 32, 32, generator=generator)
+    images = torch.rand(n, 3, size, size, generator=generator)
     tokens = torch.zeros(n, context, dtype=torch.long)
     for row in range(n):
         end = 2 + (3 * row) % (context - 2)
@@ -132,7 +132,8 @@ def test_pretraining_loss_decomposition(meru, clip, monkeypatch):
     out = meru.pretraining_loss(images, tokens)
     scale = 1 / 0.07
     contrastive = symmetric_info_nce([[-scale * lorentz_dist(x, y) for y in TEXTS] for x in IMAGES])
-    entailment = sum(max(0.0, meru_exterior_angle(t, x) - meru_aperture(t)) for t, x in zip(TEXTS, IMAGES)) / 2
+    violations = [max(0.0, meru_exterior_angle(t, x) - meru_aperture(t)) for t, x in zip(TEXTS, IMAGES)]
+    entailment = sum(violations) / 2
     assert set(out) == {"loss", "contrastive", "entailment"}
     assert out["contrastive"].item() == pytest.approx(contrastive, rel=1e-5)
     assert out["entailment"].item() == pytest.approx(entailment, rel=1e-5)
@@ -306,7 +307,7 @@ def test_one_riemannian_adam_step_moves_curvature():
     model = models.create_model("meru-tiny")
     optimizer = geoopt.optim.RiemannianAdam(model.parameters(), lr=1e-3)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
-    images, tokens = batch(4)
+    images, tokens = batch(2, size=16)
     loss = model.pretraining_loss(images, tokens)["loss"]
     loss.backward()
     assert model.geometry.log_c.grad is not None and float(model.geometry.log_c.grad) != 0.0
@@ -322,15 +323,16 @@ def test_one_riemannian_adam_step_moves_curvature():
 def test_bfloat16_autocast_keeps_geometry_and_losses_in_float32(name):
     torch.manual_seed(5)
     model = models.create_model(name)
-    images, tokens = batch(4)
+    images, tokens = batch(2, size=16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         image_embeddings = model.encode_image(images)
         text_embeddings = model.encode_text(tokens)
         logits = model.logits(image_embeddings, text_embeddings)
-        prototypes = model.class_embeddings([tokens[:2], tokens[2:]])
+        prototypes = model.class_embeddings([tokens[:1], tokens[1:]])
         losses = model.pretraining_loss(images, tokens)
     for tensor in (image_embeddings, text_embeddings, logits, prototypes, *losses.values()):
         assert tensor.dtype == torch.float32
         assert torch.isfinite(tensor).all()
-    losses["loss"].backward()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    if name.startswith("meru"):  # the hyperbolic loss's gradients too
+        losses["loss"].backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -230,7 +230,8 @@ def test_meru_scalars_and_buffers_map_onto_ours(meru_file, meru_model):
     torch.testing.assert_close(meru_model.textual_proj.detach(), state["textual_proj.weight"])
     torch.testing.assert_close(meru_model.visual_proj.detach(), state["visual_proj.weight"])
     block = meru_model.textual.transformer.resblocks[1]
-    torch.testing.assert_close(block.mlp.c_proj.weight.detach(), state["textual.resblocks.1.mlp.c_proj.weight"])
+    c_proj = state["textual.resblocks.1.mlp.c_proj.weight"]
+    torch.testing.assert_close(block.mlp.c_proj.weight.detach(), c_proj)
     torch.testing.assert_close(block.ln_2.bias.detach(), state["textual.resblocks.1.ln_2.bias"])
     assert not meru_model.visual.trunk.pos_embed.requires_grad  # MERU's fixed sin-cos embedding
 
@@ -263,7 +264,7 @@ def test_full_size_released_layout_fits_our_configs(name):
     """The released architectures' key names and shapes (MERU's text encoder by hand, its timm ViT)
     convert onto our registered configs exactly; on the meta device, so nothing is allocated."""
     geometry, vit = name.split("-", 1)
-    arch = {"vit-s": "vit_small_patch16_224", "vit-b": "vit_base_patch16_224", "vit-l": "vit_large_patch16_224"}[vit]
+    arch = f"vit_{dict(s='small', b='base', l='large')[vit[-1]]}_patch16_224"
     with torch.device("meta"):
         visual = meru_vit(arch, **({"num_heads": 12} if vit == "vit-s" else {}))  # MoCo-v3 ViT-S
         ours = models.create_model(name)
@@ -279,11 +280,14 @@ def test_full_size_released_layout_fits_our_configs(name):
         "pixel_std": torch.empty(3, 1, 1, device="meta"),
     })
     if geometry == "meru":
-        released.update({k: torch.empty((), device="meta") for k in ("curv", "visual_alpha", "textual_alpha")})
+        scalars = ("curv", "visual_alpha", "textual_alpha")
+        released.update({k: torch.empty((), device="meta") for k in scalars})
     assert infer_released_model_name(released) == name
     converted = convert_meru_state_dict(released)
     own = ours.state_dict()
-    expected = set(own) - {"geometry._zero"} - ({"visual_alpha", "textual_alpha"} if geometry == "clip" else set())
+    expected = set(own) - {"geometry._zero"}
+    if geometry == "clip":
+        expected -= {"visual_alpha", "textual_alpha"}  # MERU's CLIPBaseline has none
     assert set(converted) == expected
     assert {k: tuple(v.shape) for k, v in converted.items()} == {k: tuple(own[k].shape) for k in expected}
 
@@ -292,7 +296,8 @@ def test_model_name_inferred_from_weights_and_file_name(tmp_path):
     small = {"visual.cls_token": torch.zeros(1, 1, 768), "curv": torch.zeros(())}
     assert infer_released_model_name(small) == "meru-vit-b"
     assert infer_released_model_name({"visual.cls_token": torch.zeros(1, 1, 1024)}) == "clip-vit-l"
-    assert infer_released_model_name({"visual.cls_token": torch.zeros(1, 1, 192)}, tmp_path / "meru_vit_s.pth") == "meru-vit-s"
+    unknown_width = {"visual.cls_token": torch.zeros(1, 1, 192)}
+    assert infer_released_model_name(unknown_width, tmp_path / "meru_vit_s.pth") == "meru-vit-s"
     with pytest.warns(UserWarning, match="file name"):
         assert infer_released_model_name(small, tmp_path / "clip_vit_s.pth") == "meru-vit-b"
     with pytest.raises(CheckpointError, match="weights.pth"):
@@ -396,13 +401,19 @@ def test_open_clip_state_dict_from_config_dict(open_clip_model, tmp_path):
     assert isinstance(ours, models.CLIP)
     torch.testing.assert_close(ours.visual_proj.detach(), torch.eye(24))
     assert_matches_open_clip(ours, open_clip_model)
+    # our own checkpoint format keeps the open_clip architecture (QuickGELU included)
+    models.save_checkpoint(tmp_path / "ours.pt", ours, {"source": "open_clip"})
+    again, metadata = models.load_checkpoint(tmp_path / "ours.pt", expected_geometry="euclidean")
+    assert metadata == {"source": "open_clip"}
+    assert_matches_open_clip(again, open_clip_model)
 
 
 def test_open_clip_wrapped_state_dict_with_module_prefix(open_clip_model, tmp_path):
     path = tmp_path / "epoch_3.pt"
     wrapped = {f"module.{k}": v for k, v in open_clip_model.state_dict().items()}
     torch.save({"epoch": 3, "name": "run", "state_dict": wrapped}, path)
-    ours = models.load_open_clip_state_dict(path, OPEN_CLIP_CFG, image_mean=(0.5, 0.5, 0.5), image_std=(0.25, 0.25, 0.25))
+    ours = models.load_open_clip_state_dict(path, OPEN_CLIP_CFG, image_mean=(0.5, 0.5, 0.5),
+                                            image_std=(0.25, 0.25, 0.25))
     half = torch.full((1, 3, 1, 1), 0.5)
     assert_matches_open_clip(ours, open_clip_model, mean=half, std=half / 2)
 
