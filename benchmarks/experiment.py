@@ -1,0 +1,207 @@
+"""One forgetting experiment: pretrained model -> audit -> unlearn -> audit -> record.
+
+The harness (:mod:`benchmarks.run`) plans many of these; this module holds the pieces that do one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import models
+import unlearning
+
+from .common import EncodedDataset
+from .pretrain import DEFAULT_MODELS, checkpoint_metadata, default_settings, pretrain
+
+# Default objective per geometry: the method each geometry's paper proposes.
+DEFAULT_METHODS = {"lorentz": "hac", "euclidean": "ac"}
+
+# Trainer settings per objective (one fixed set each; see docs/defaults.md for how they were chosen).
+METHOD_SETTINGS = {
+    "ac": {"lr": 2e-4, "steps": 150, "batch_size": 128, "forget_fraction": 0.25},
+    "hac": {"lr": 2e-4, "steps": 150, "batch_size": 128, "forget_fraction": 0.25},
+    "hac-parent": {"lr": 2e-4, "steps": 150, "batch_size": 128, "forget_fraction": 0.25},
+    "relabel": {"lr": 2e-4, "steps": 150, "batch_size": 128, "forget_fraction": 0.25},
+    "ft": {"lr": 2e-4, "steps": 150, "batch_size": 128, "forget_fraction": 0.25},
+    "ga": {"lr": 2e-5, "steps": 150, "batch_size": 128, "forget_fraction": 0.25},
+    "neggrad+": {"lr": 1e-4, "steps": 150, "batch_size": 128, "forget_fraction": 0.25},
+}
+EVAL_EVERY = 10
+TARGET_FORGET_ACCURACY = 0.05  # early-stopping target on the *train* forget images
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One record of ``results.jsonl``: which model forgets what, how, with which seed."""
+
+    geometry: str
+    method: str
+    forget: tuple
+    seed: int
+    variant: str = ""  # a label for ablation variants
+    options: tuple = ()  # objective options as sorted (name, value) pairs
+
+    @property
+    def key(self) -> str:
+        payload = json.dumps([self.geometry, self.method, list(self.forget), self.seed, self.variant,
+                              [list(o) for o in self.options]])
+        return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        return self.variant or f"{self.method} ({self.geometry})"
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["forget"] = list(self.forget)
+        data["options"] = dict(self.options)
+        return data
+
+
+def pretrained_model(geometry: str, data: EncodedDataset, *, cache_dir: Path, checkpoint: str | None,
+                     device, progress: bool):
+    """The model to unlearn from: ``checkpoint`` if given, else the cached pretrained default model
+    for this geometry and dataset (trained now, resumably, when missing)."""
+    if checkpoint:
+        model, metadata = models.load_checkpoint(checkpoint, expected_geometry=geometry)
+        _check_classes(checkpoint, metadata, data)
+        return model.to(device).eval()
+    name = DEFAULT_MODELS[geometry]
+    path = Path(cache_dir) / f"{name}-{data.dataset.name}-seed0.pt"
+    if not _finished(path):
+        torch.manual_seed(0)
+        model = models.create_model(name)
+        pretrain(model, data, seed=0, device=device, checkpoint=path,
+                 metadata=checkpoint_metadata(data, 0), progress=progress, **default_settings(data.dataset.name))
+    model, _ = models.load_checkpoint(path, expected_geometry=geometry)
+    return model.to(device).eval()
+
+
+def _finished(path: Path) -> bool:
+    if not path.exists():
+        return False
+    from models.checkpoint import read_checkpoint
+
+    return bool(read_checkpoint(path).get("train_state", {}).get("finished"))
+
+
+def _check_classes(path, metadata: dict, data: EncodedDataset) -> None:
+    classes = metadata.get("classes")
+    if classes is not None and list(classes) != list(data.classes):
+        raise models.CheckpointError(
+            f"checkpoint {path}: trained on classes {classes[:6]}... which differ from the dataset "
+            f"{data.dataset.name!r} classes {data.classes[:6]}..."
+        )
+
+
+def unlearning_data(data: EncodedDataset, forget_train, retain_train, forget_classes, *, seed: int,
+                    probe_size: int = 240) -> unlearning.UnlearningData:
+    """Tensors for :func:`unlearning.unlearn` from the train split. The early-stopping probe uses
+    *train* images (forget pairs and a retain sample): the test split stays untouched until the audit."""
+    hierarchy = data.dataset.hierarchy
+    rows = np.concatenate([retain_train, forget_train])
+    parents = sorted({hierarchy.parent_of(c) or c for c in data.classes})
+    class_parents = torch.tensor([parents.index(hierarchy.parent_of(c) or c) for c in data.classes])
+    forget = torch.zeros(len(rows), dtype=torch.bool)
+    forget[len(retain_train):] = True
+    rng = np.random.default_rng(seed)
+    probe_rows = np.concatenate([
+        rng.choice(forget_train, min(probe_size // 2, len(forget_train)), replace=False),
+        rng.choice(retain_train, min(probe_size, len(retain_train)), replace=False),
+    ])
+    probe = unlearning.ZeroShotProbe(
+        images=data.images(probe_rows), targets=torch.from_numpy(data.targets[probe_rows]),
+        class_prompt_tokens=data.prompt_tokens, forget_classes=list(forget_classes),
+    )
+    return unlearning.UnlearningData(
+        images=data.images(rows), tokens=data.tokens[rows], labels=torch.from_numpy(data.targets[rows]),
+        forget=forget, class_parents=class_parents,
+        parent_prompt_tokens=[data.concept_prompt_tokens(p) for p in parents], probe=probe,
+    )
+
+
+def run_one(spec: RunSpec, base_model, data: EncodedDataset, context, before: dict, *, device,
+            progress: bool, settings: dict | None = None) -> tuple:
+    """Unlearn ``spec`` from a copy of ``base_model`` and audit it. Returns ``(record, model)``."""
+    from .audits import run_audits
+
+    import copy
+
+    settings = {**METHOD_SETTINGS.get(spec.method, METHOD_SETTINGS["ac"]), **(settings or {})}
+    objective = unlearning.create_objective(spec.method, **dict(spec.options))
+    model = copy.deepcopy(base_model)
+    train_data = unlearning_data(data, context.forget_train, context.retain_train, context.forget_classes,
+                                 seed=spec.seed)
+    began = time.perf_counter()
+    result = unlearning.unlearn(
+        model, train_data, objective, seed=spec.seed, device=device, progress=progress,
+        eval_every=EVAL_EVERY, target_forget_accuracy=TARGET_FORGET_ACCURACY, **settings,
+    )
+    unlearn_seconds = time.perf_counter() - began
+    after = run_audits(model, context)
+    record = {
+        "key": spec.key,
+        **spec.as_dict(),
+        "label": spec.label,
+        "model": base_model.config.name,
+        "dataset": data.dataset.name,
+        "settings": settings,
+        "objective": asdict(objective),
+        "before": before,
+        "after": after,
+        "unlearning": {
+            "steps": result.steps, "seconds": round(result.seconds, 2), "stopped_early": result.stopped_early,
+            "samples_per_second": round(result.samples_per_second, 1), "evaluations": result.evaluations,
+            "peak_memory_mb": _peak_memory_mb(device),
+        },
+        "seconds": round(unlearn_seconds, 2),
+    }
+    return record, model
+
+
+def _peak_memory_mb(device) -> float | None:
+    if torch.device(device).type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    try:
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+    except (ImportError, OSError):
+        return None
+
+
+@dataclass
+class ResultsFile:
+    """``results.jsonl``: one JSON record per finished run. Every write replaces the file atomically
+    with its previous content plus the new line, so an interruption never leaves a partial record."""
+
+    path: Path
+    records: list = field(default_factory=list)
+
+    @classmethod
+    def open(cls, path) -> "ResultsFile":
+        path = Path(path)
+        records = []
+        if path.exists():
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError as error:
+                        raise ValueError(f"{path}:{number}: not a JSON record ({error})") from None
+        return cls(path, records)
+
+    def keys(self) -> set:
+        return {r["key"] for r in self.records}
+
+    def append(self, record: dict) -> None:
+        from .common import atomic_write_text
+
+        self.records.append(record)
+        atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))

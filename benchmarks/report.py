@@ -1,0 +1,108 @@
+"""``report.md``: mean ± standard deviation over seeds of every run group in ``results.jsonl``."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from .common import atomic_write_text
+
+# (column title, metric key, format): the headline numbers of SPEC section 5.
+COLUMNS = [
+    ("forget acc ↓", "forget_accuracy", "pct"),
+    ("retain acc ↑", "retain_accuracy", "pct"),
+    ("parent acc", "parent_accuracy", "pct"),
+    ("MIA AUC", "mia_auc", "num"),
+    ("probe forget", "probe_forget_accuracy", "pct"),
+    ("relearn forget", "relearn_forget_accuracy", "pct"),
+    ("align gap", "alignment_gap", "num"),
+    ("forget img d₀", "forget_image_dist0", "num"),
+    ("retain img d₀", "retain_image_dist0", "num"),
+    ("forget in cone", "forget_in_cone", "pct"),
+]
+
+
+def _format(values, kind: str) -> str:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return "–"
+    scale, suffix, digits = (100.0, "%", 1) if kind == "pct" else (1.0, "", 3)
+    mean = np.mean(values) * scale
+    if len(values) == 1:
+        return f"{mean:.{digits}f}{suffix}"
+    return f"{mean:.{digits}f} ± {np.std(values, ddof=1) * scale:.{digits}f}{suffix}"
+
+
+def group_records(records: list) -> "OrderedDict[tuple, list]":
+    groups: OrderedDict = OrderedDict()
+    for record in records:
+        groups.setdefault((record["label"], tuple(record["forget"])), []).append(record)
+    return groups
+
+
+def table(records: list, phase: str) -> str:
+    header = "| run | forget | seeds | " + " | ".join(title for title, _, _ in COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 3)]
+    for (label, forget), group in group_records(records).items():
+        cells = [_format([r[phase].get(key) for r in group], kind) for _, key, kind in COLUMNS]
+        lines.append(f"| {label} | {', '.join(forget)} | {len(group)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def recall_table(records: list) -> str:
+    lines = ["| run | forget | phase | retain i→t R@1/5/10 | forget i→t R@1/5/10 | retain t→i R@1 | forget t→i R@1 |",
+             "|---|---|---|---|---|---|---|"]
+    for (label, forget), group in group_records(records).items():
+        for phase in ("before", "after"):
+            recall = [r[phase].get("recall", {}) for r in group]
+
+            def cell(part, direction, ks=("1", "5", "10")):
+                return "/".join(_format([rc.get(part, {}).get(direction, {}).get(k) for rc in recall], "pct")
+                                for k in ks)
+
+            lines.append(f"| {label} | {', '.join(forget)} | {phase} | {cell('retain', 'image_to_text')} | "
+                         f"{cell('forget', 'image_to_text')} | {cell('retain', 'text_to_image', ('1',))} | "
+                         f"{cell('forget', 'text_to_image', ('1',))} |")
+    return "\n".join(lines)
+
+
+def cost_table(records: list) -> str:
+    lines = ["| run | forget | steps | unlearning s | samples/s | stopped early | peak memory MB |",
+             "|---|---|---|---|---|---|---|"]
+    for (label, forget), group in group_records(records).items():
+        u = [r["unlearning"] for r in group]
+        lines.append(
+            f"| {label} | {', '.join(forget)} | {_format([x['steps'] for x in u], 'num')} | "
+            f"{_format([x['seconds'] for x in u], 'num')} | {_format([x['samples_per_second'] for x in u], 'num')} | "
+            f"{sum(bool(x['stopped_early']) for x in u)}/{len(u)} | {_format([x.get('peak_memory_mb') for x in u], 'num')} |"
+        )
+    return "\n".join(lines)
+
+
+def write_report(out: Path, records: list, *, scaling: bool = False, figures: bool = True) -> str:
+    """Write ``out/report.md`` (atomically) and return its text."""
+    if not records:
+        text = "# Forgetting report\n\nNo finished runs yet.\n"
+        atomic_write_text(Path(out) / "report.md", text)
+        return text
+    first = records[0]
+    parts = [
+        "# Forgetting report",
+        f"Dataset `{first['dataset']}`; {len(records)} run(s). Values are mean ± standard deviation over "
+        "seeds (seeds vary batch order, mismatched captions and audit sampling; the pretrained model is "
+        "the same). Accuracies are macro zero-shot top-1 on held-out images.",
+        "## After unlearning", table(records, "after"),
+        "## Before unlearning (the same pretrained model)", table(records, "before"),
+        "## Retrieval (test pairs)", recall_table(records),
+        "## Cost", cost_table(records),
+    ]
+    if figures:
+        figure_files = sorted(p.name for p in Path(out).glob("*.png"))
+        if figure_files:
+            parts.append("## Figures")
+            parts += [f"![{name}]({name})" for name in figure_files]
+    text = "\n\n".join(parts) + "\n"
+    atomic_write_text(Path(out) / "report.md", text)
+    return text
