@@ -93,9 +93,17 @@ def pairwise_inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     r"""All Lorentz inner products :math:`\langle x_i, y_j \rangle_L` as one matrix product.
 
     ``(n, D), (m, D) -> (n, m)``."""
-    # Negating x's time column turns the Minkowski form into a plain dot product.
-    x_signed = torch.cat([-x[..., :1], x[..., 1:]], dim=-1)
-    return x_signed @ y.transpose(-1, -2)
+    # Negating x's time column turns the Minkowski form into a plain dot product (one broadcast
+    # multiply over x, cheaper than concatenating a negated column).
+    return (x * _minkowski_signs(x, scale=1.0)) @ y.transpose(-1, -2)
+
+
+def _minkowski_signs(x: torch.Tensor, *, scale) -> torch.Tensor:
+    """``scale * (-1, 1, ..., 1)`` of length ``D``, in ``x``'s dtype and device: multiplying a row by
+    it and taking plain dot products gives ``scale * <x, y>_L``."""
+    signs = torch.ones(x.shape[-1], dtype=x.dtype, device=x.device)
+    signs[0] = -1.0
+    return signs * scale
 
 
 def lorentz_norm(u: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
@@ -156,11 +164,24 @@ def dist0(x: torch.Tensor, *, c, keepdim: bool = False) -> torch.Tensor:
 
 
 def acosh_distance(minus_c_inner: torch.Tensor, *, c) -> torch.Tensor:
-    r""":math:`\operatorname{arccosh}(-c\langle x, y\rangle_L)/\sqrt{c}` from the scaled inner product."""
+    r""":math:`\operatorname{arccosh}(z)/\sqrt{c}` from the scaled inner product :math:`z = -c\langle x, y\rangle_L`.
+
+    Evaluated as :math:`\operatorname{log1p}\big(e + \sqrt{e\,(e + 2)}\big)` with :math:`e = z - 1`:
+    the same value, accurate near :math:`z = 1`, and several times faster than ``torch.acosh``,
+    which is not vectorised on CPU. ``(...) -> (...)``."""
     # Guards arccosh's domain (z >= 1, rounding gives z < 1 for near-identical points) and its
     # infinite slope at z = 1 (identical points, e.g. the diagonal of a pairwise matrix).
     clamped = minus_c_inner.clamp_min(1.0 + near_one_eps(minus_c_inner.dtype))
-    return torch.acosh(clamped) / c**0.5
+    excess = clamped - 1.0
+    return torch.log1p(excess + (excess * (excess + 2.0)).sqrt()) / c**0.5
+
+
+def _acosh_distance_(minus_c_inner: torch.Tensor, *, c) -> torch.Tensor:
+    """:func:`acosh_distance` computed in place in its argument (a temporary, no autograd)."""
+    # Same guard as in acosh_distance: arccosh's domain and its infinite slope at 1.
+    excess = minus_c_inner.clamp_(min=1.0 + near_one_eps(minus_c_inner.dtype)).sub_(1.0)
+    root = excess.add(2.0).mul_(excess).sqrt_()
+    return excess.add_(root).log1p_().div_(c**0.5)
 
 
 def chord_sq(x: torch.Tensor, y: torch.Tensor, *, c) -> torch.Tensor:
@@ -198,8 +219,23 @@ def dist(x: torch.Tensor, y: torch.Tensor, *, c, keepdim: bool = False) -> torch
 
 
 def pairwise_dist(x: torch.Tensor, y: torch.Tensor, *, c) -> torch.Tensor:
-    """All geodesic distances ``d(x_i, y_j)`` from one matrix product. ``(n, D), (m, D) -> (n, m)``."""
-    return acosh_distance(-c * pairwise_inner(x, y), c=c)
+    r"""All geodesic distances :math:`\operatorname{arccosh}(-c\langle x_i, y_j\rangle_L)/\sqrt{c}`
+    (MERU's pairwise form) from one matrix product. ``(n, D), (m, D) -> (n, m)``.
+
+    ``-c`` and the Minkowski signs are folded into ``x`` before the product (an ``(n, D)`` pass
+    instead of an ``(n, m)`` one). When nothing needs a gradient, the elementwise tail runs in place
+    on the product; otherwise it is the differentiable :func:`acosh_distance`.
+
+    Precision: for nearly coincident points far from the origin, :math:`z - 1` is swamped by the
+    rounding of :math:`c\,x_t y_t` (about :math:`D\epsilon\,e^{\sqrt{c}(r_x + r_y)}`), so small
+    distances come out as about the square root of that; :func:`dist` is accurate there."""
+    minus_c_inner = (x * _minkowski_signs(x, scale=-c)) @ y.transpose(-1, -2)
+    needs_grad = torch.is_grad_enabled() and (
+        minus_c_inner.requires_grad or (isinstance(c, torch.Tensor) and c.requires_grad)
+    )
+    if needs_grad:
+        return acosh_distance(minus_c_inner, c=c)
+    return _acosh_distance_(minus_c_inner, c=c)
 
 
 def proju(x: torch.Tensor, u: torch.Tensor, *, c) -> torch.Tensor:
