@@ -15,7 +15,7 @@ def mismatched_targets(labels: torch.Tensor, forget: torch.Tensor, parents: torc
     Strategies for forget row ``i``, drawn uniformly among the batch pairs that
     - ``other-concept``: depict a different concept (default);
     - ``forget``: are other forget pairs of a different concept (the AC code's choice);
-    - ``retain``: are retain pairs;
+    - ``retain``: are retain pairs of a different concept;
     - ``sibling``: depict a different concept with the same parent (keeps the parent meaning).
     A row with no candidate falls back to ``other-concept``, then to any other pair, then to itself."""
     if strategy not in STRATEGIES:
@@ -29,7 +29,7 @@ def mismatched_targets(labels: torch.Tensor, forget: torch.Tensor, parents: torc
     allowed = {
         "other-concept": different,
         "forget": different & forget[None, :],
-        "retain": ~forget[None, :].expand_as(different),
+        "retain": different & ~forget[None, :],
         "sibling": different & (parents[rows, None] == parents[None, :]),
     }[strategy]
     not_self = torch.ones_like(different)

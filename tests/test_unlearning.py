@@ -1,0 +1,166 @@
+"""Objectives against hand-computed values, the registry's errors, mismatch rules and the trainer."""
+
+import math
+
+import pytest
+import torch
+
+import unlearning
+from manifolds import Euclidean, Lorentz
+from unlearning import Batch, Embeddings
+from unlearning.objectives import terms
+
+
+def _log_softmax(values, index):
+    return values[index] - math.log(sum(math.exp(v) for v in values))
+
+
+def _batch(labels, forget, parents=None):
+    labels = torch.tensor(labels)
+    return Batch(images=None, tokens=None, labels=labels, forget=torch.tensor(forget),
+                 parents=torch.tensor(parents) if parents is not None else torch.zeros_like(labels))
+
+
+# Four unit vectors in the plane: images u_i and captions v_i (CLIP geometry: sim = cosine).
+ANGLES_U = [0.0, 1.0, 2.0, 3.5]
+ANGLES_V = [0.2, 1.1, 2.3, 3.0]
+
+
+def _clip_embeddings(scale=2.0):
+    u = torch.tensor([[math.cos(a), math.sin(a)] for a in ANGLES_U], dtype=torch.float64)
+    v = torch.tensor([[math.cos(a), math.sin(a)] for a in ANGLES_V], dtype=torch.float64)
+    return Embeddings(images=u, texts=v, scale=torch.tensor(scale, dtype=torch.float64))
+
+
+def _hand_info_nce_row(i, target, scale=2.0):
+    """Symmetric InfoNCE term of image i with caption `target` as its positive, by hand."""
+    image_row = [scale * math.cos(ANGLES_U[i] - b) for b in ANGLES_V]
+    caption_row = [scale * math.cos(a - ANGLES_V[target]) for a in ANGLES_U]
+    return -0.5 * (_log_softmax(image_row, target) + _log_softmax(caption_row, i))
+
+
+def test_ac_with_alpha_one_beta_zero_is_info_nce_with_mismatched_positives():
+    # Rows 2 and 3 are forget pairs; labels 0,1 (parent 0) and 2,3 (parent 1). With the sibling
+    # strategy, forget row 2 (label 2) can only take caption 3 and row 3 only caption 2.
+    batch = _batch([0, 1, 2, 3], [False, False, True, True], parents=[0, 0, 1, 1])
+    objective = unlearning.create_objective("ac", alpha=1.0, beta=0.0, mismatch="sibling")
+    value = objective.loss(_clip_embeddings(), Euclidean(normalize=True), batch)["loss"].item()
+    expected = (_hand_info_nce_row(0, 0) + _hand_info_nce_row(1, 1) + _hand_info_nce_row(2, 3)
+                + _hand_info_nce_row(3, 2)) / 4
+    assert value == pytest.approx(expected, rel=1e-12)
+
+
+def test_ac_alpha_weights_the_forget_rows_and_beta_adds_positive_similarity():
+    batch = _batch([0, 1, 2, 3], [False, False, True, True], parents=[0, 0, 1, 1])
+    objective = unlearning.create_objective("ac", alpha=3.0, beta=0.5, mismatch="sibling")
+    parts = objective.loss(_clip_embeddings(), Euclidean(normalize=True), batch)
+    align = (_hand_info_nce_row(0, 0) + _hand_info_nce_row(1, 1)
+             + 3.0 * (_hand_info_nce_row(2, 3) + _hand_info_nce_row(3, 2))) / (2 + 3.0 * 2)
+    positive = (math.cos(ANGLES_U[2] - ANGLES_V[2]) + math.cos(ANGLES_U[3] - ANGLES_V[3])) / 2
+    assert parts["align"].item() == pytest.approx(align, rel=1e-12)
+    assert parts["positive"].item() == pytest.approx(positive, rel=1e-12)
+    assert parts["loss"].item() == pytest.approx(align + 0.5 * positive, rel=1e-12)
+
+
+def _lorentz_embeddings(seed=0, n=6, scale=5.0):
+    geometry = Lorentz(c=0.7)
+    generator = torch.Generator().manual_seed(seed)
+    u = geometry.lift(0.8 * torch.randn(n, 3, generator=generator, dtype=torch.float64))
+    v = geometry.lift(0.8 * torch.randn(n, 3, generator=generator, dtype=torch.float64))
+    return geometry, Embeddings(images=u, texts=v, scale=torch.tensor(scale, dtype=torch.float64),
+                                original_images=u.clone(), original_texts=v.clone())
+
+
+def test_hac_without_entailment_and_norm_terms_equals_ac_on_the_same_model():
+    geometry, embeddings = _lorentz_embeddings()
+    batch = _batch([0, 1, 2, 3, 4, 5], [False, False, False, False, True, True], parents=[0, 0, 1, 1, 2, 2])
+    torch.manual_seed(3)
+    hac = unlearning.create_objective("hac", entailment_weight=0.0, norm_weight=0.0).loss(embeddings, geometry, batch)
+    torch.manual_seed(3)
+    ac = unlearning.create_objective("ac").loss(embeddings, geometry, batch)
+    assert hac["loss"].item() == pytest.approx(ac["loss"].item(), rel=1e-12)
+    assert set(hac) == {"loss", "align", "positive"}
+
+
+def test_norm_regularisation_is_zero_for_the_unchanged_model_and_matches_hand_value():
+    geometry, embeddings = _lorentz_embeddings()
+    assert terms.norm_regularisation(embeddings, geometry).item() == 0.0
+    moved = Embeddings(images=embeddings.images, texts=embeddings.texts, scale=embeddings.scale,
+                       original_images=geometry.lift(torch.zeros(6, 3, dtype=torch.float64)),
+                       original_texts=embeddings.texts)
+    expected = geometry.dist0(embeddings.images).pow(2).mean().item()  # origin has d0 = 0
+    assert terms.norm_regularisation(moved, geometry).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_positive_calibration_under_meru_is_minus_the_mean_distance():
+    geometry, embeddings = _lorentz_embeddings()
+    batch = _batch([0, 1, 2, 3, 4, 5], [False, True, False, True, False, False])
+    distances = [geometry.dist(embeddings.images[i], embeddings.texts[i]).item() for i in (1, 3)]
+    value = terms.positive_calibration(embeddings, geometry, batch).item()
+    assert value == pytest.approx(-sum(distances) / 2, rel=1e-12)
+
+
+def test_cone_terms_by_hand():
+    geometry = Lorentz(c=1.0)
+    text = geometry.lift(torch.tensor([[1.0, 0.0]], dtype=torch.float64))
+    inside = geometry.lift(torch.tensor([[2.0, 0.0]], dtype=torch.float64))  # on the ray: angle 0
+    outside = geometry.lift(torch.tensor([[-1.0, 0.5]], dtype=torch.float64))
+    aperture = geometry.half_aperture(text).item()
+    assert aperture == pytest.approx(math.asin(0.2 / math.sinh(1.0)), rel=1e-9)
+    batch = _batch([0, 1], [True, False])
+    embeddings = Embeddings(images=torch.cat([inside, outside]), texts=torch.cat([text, text]), scale=torch.tensor(1.0))
+    # Forget row 0 sits on the axis of its caption's cone: the exit hinge is the whole aperture.
+    exit_value = terms.own_cone_exit(embeddings, geometry, batch, margin=0.0, min_radius=0.1).item()
+    assert exit_value == pytest.approx(aperture, abs=1e-5)
+    # Retain row 1 is outside its caption's cone: MERU's hinge is ext - aper > 0.
+    angle = geometry.oxy_angle(text, outside).item()
+    retain = terms.retain_entailment(embeddings, geometry, batch, min_radius=0.1).item()
+    assert retain == pytest.approx(angle - aperture, rel=1e-9) and retain > 0
+
+
+def test_ga_and_neggrad_are_ascent_on_the_forget_sub_batch():
+    embeddings = _clip_embeddings()
+    geometry = Euclidean(normalize=True)
+    batch = _batch([0, 1, 2, 3], [False, True, False, True])
+    forget = terms.sub_batch_info_nce(embeddings, geometry, batch.forget).item()
+    retain = terms.sub_batch_info_nce(embeddings, geometry, ~batch.forget).item()
+    assert unlearning.create_objective("ga").loss(embeddings, geometry, batch)["loss"].item() == pytest.approx(-forget)
+    value = unlearning.create_objective("neggrad+", gamma=0.3).loss(embeddings, geometry, batch)["loss"].item()
+    assert value == pytest.approx(retain - 0.3 * forget)
+    assert unlearning.create_objective("ft").loss(embeddings, geometry, batch)["loss"].item() == pytest.approx(retain)
+
+
+def test_registry_errors_name_the_bad_input():
+    with pytest.raises(ValueError, match="unknown objective 'nope'.*hac"):
+        unlearning.create_objective("nope")
+    with pytest.raises(ValueError, match="no option.*gamma.*options are"):
+        unlearning.create_objective("hac", gamma=1.0)
+    with pytest.raises(ValueError, match="needs a hyperbolic"):
+        unlearning.create_objective("hac").validate(Euclidean(normalize=True), "clip-tiny")
+    unlearning.create_objective("ac").validate(Euclidean(normalize=True))
+    unlearning.create_objective("ac").validate(Lorentz())
+    assert {"ac", "hac", "hac-parent", "ft", "ga", "neggrad+", "relabel"} <= set(unlearning.list_objectives())
+    with pytest.raises(ValueError, match="already registered"):
+        unlearning.register_objective("ac")(type("X", (), {}))
+
+
+@pytest.mark.parametrize("strategy", unlearning.STRATEGIES)
+def test_mismatch_strategies_respect_their_rule(strategy):
+    labels = torch.tensor([0, 0, 1, 2, 3, 4, 5, 1])
+    parents = torch.tensor([0, 0, 0, 1, 1, 2, 2, 0])
+    forget = torch.tensor([True, False, False, True, False, True, False, True])
+    for seed in range(20):
+        targets = unlearning.mismatched_targets(labels, forget, parents, strategy=strategy,
+                                                generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(targets[~forget], torch.nonzero(~forget).squeeze(1))
+        for row in torch.nonzero(forget).squeeze(1).tolist():
+            target = targets[row].item()
+            assert labels[target] != labels[row]
+            if strategy == "forget":
+                assert forget[target]
+            if strategy == "retain":
+                assert not forget[target]
+            if strategy == "sibling":
+                assert parents[target] == parents[row]
+    with pytest.raises(ValueError, match="mismatch strategy"):
+        unlearning.mismatched_targets(labels, forget, parents, strategy="random")
