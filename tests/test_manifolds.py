@@ -426,7 +426,10 @@ def test_meru_pairwise_dist(case, m):
     atol = float(np.arccosh(1 + 1e-12 + 16 * 2.3e-16 * magnitude.max())) / case.sqrt_c
     np.testing.assert_allclose(L.cdist(X, Y).numpy(), reference, rtol=MERU_RTOL, atol=atol)
     np.testing.assert_allclose(
-        L.cinner(X, Y).numpy(), meru_pairwise_inner(x, y, case.c), rtol=1e-12, atol=1e-12
+        L.cinner(X, Y).numpy(),
+        meru_pairwise_inner(x, y, case.c),
+        rtol=0,
+        atol=float(16 * 2.3e-16 * magnitude.max() / case.c),
     )
     rowwise = L.dist(X[:, None], Y[None]).numpy()
     np.testing.assert_allclose(rowwise, reference, rtol=MERU_RTOL, atol=atol)
@@ -919,3 +922,34 @@ def test_euclidean_manifold_parameter_with_riemannian_adam():
         first = float(loss) if first is None else first
     assert float(loss) < 1e-2 * first
     torch.testing.assert_close(param.detach(), target, atol=0.05, rtol=0)
+
+
+# ============================================================== cdist's two evaluation paths
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cdist_inplace_and_autograd_paths_agree(dtype):
+    """cdist runs its elementwise tail in place when nothing needs a gradient: same numbers."""
+    torch.manual_seed(10)
+    L = Lorentz(0.7)
+    x, y = L.lift(torch.randn(9, 5, dtype=dtype) * 2), L.lift(torch.randn(7, 5, dtype=dtype) * 2)
+    with torch.no_grad():
+        fast = L.cdist(x, y)
+    slow = L.cdist(x.clone().requires_grad_(), y)
+    assert slow.requires_grad and not fast.requires_grad
+    torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=0)
+    # The log1p form of arccosh equals torch.acosh over the whole range.
+    z = torch.cat([1 + torch.logspace(-10, 0, 50, dtype=torch.float64), torch.logspace(0.5, 30, 50, dtype=torch.float64)])
+    torch.testing.assert_close(lm.acosh_distance(z, c=1.0), torch.acosh(z), rtol=1e-14, atol=0)
+
+
+def test_cdist_gradcheck_including_learnable_curvature():
+    torch.manual_seed(11)
+    L = Lorentz(2.0, learnable=True).double()
+    x = L.lift(torch.randn(4, 3, dtype=torch.float64)).detach().requires_grad_()
+    y = L.lift(torch.randn(3, 3, dtype=torch.float64)).detach().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: L.cdist(a, b), (x, y))
+    assert torch.autograd.gradcheck(lambda a, b: L.dist(a[:3], b), (x, y))
+    assert torch.autograd.gradcheck(lambda a, b: L.oxy_angle(a[:3], b), (x, y))
+    L.cdist(x, y).sum().backward()
+    assert L.log_c.grad is not None and float(L.log_c.grad) != 0.0
