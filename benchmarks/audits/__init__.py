@@ -1,0 +1,92 @@
+"""Audits of an (un)learned image–text model (SPEC section 5), one module per family.
+
+Every family is a function ``audit_<family>(model, context, embedded=None, **options) -> dict``
+returning JSON-serialisable floats (nested dicts/lists where noted), and works for MERU and CLIP
+alike through the model's geometry object only:
+
+=============  ==========================================================================
+family         keys
+=============  ==========================================================================
+zero_shot      forget_accuracy, retain_accuracy, parent_accuracy, retain_parent_accuracy
+retrieval      recall {retain|forget: {image_to_text|text_to_image: {"1", "5", "10"}}}
+alignment      alignment_matrix, alignment_groups, alignment_gap, retain_alignment_gap,
+               alignment_gaps, alignment_matched, alignment_mismatched
+membership     mia_auc, retain_mia_auc, mia_scores
+probe          probe_forget_accuracy, probe_retain_accuracy, probe_train_accuracy
+relearn        relearn_forget_accuracy, relearn_retain_accuracy, relearn_loss
+geometry       forget_image_dist0, retain_image_dist0, forget_text_dist0, retain_text_dist0,
+               forget_in_cone, retain_in_cone, forget_in_parent_cone, retain_in_parent_cone,
+               curvature
+=============  ==========================================================================
+
+>>> context = AuditContext.build(data, ["triangle"], seed=0, max_pairs_per_group=1000)
+>>> results = run_audits(model, context)          # all families, one embedding pass
+>>> results["forget_accuracy"], results["mia_auc"]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, Dict, Iterable, Mapping, Optional
+
+from .alignment import audit_alignment
+from .context import GROUPS, AuditContext, Embedded, embed_groups
+from .geometry import audit_geometry
+from .membership import audit_membership
+from .metrics import auc, recall_at_k
+from .probe import audit_probe
+from .relearn import audit_relearn
+from .retrieval import audit_retrieval
+from .zero_shot import audit_zero_shot
+
+#: Audit families in the order :func:`run_audits` runs them: name -> function.
+AUDIT_FAMILIES: Dict[str, Callable[..., dict]] = {
+    "zero_shot": audit_zero_shot,
+    "retrieval": audit_retrieval,
+    "alignment": audit_alignment,
+    "membership": audit_membership,
+    "probe": audit_probe,
+    "relearn": audit_relearn,
+    "geometry": audit_geometry,
+}
+
+
+def run_audits(model, context: AuditContext, *, families: Optional[Iterable[str]] = None,
+               options: Optional[Mapping[str, dict]] = None, progress: bool = False) -> dict:
+    """Run the audit ``families`` (default: all of :data:`AUDIT_FAMILIES`) on ``model`` and merge
+    their results into one dict. The four groups are embedded once (``context.embed``, cached);
+    ``options`` maps a family name to keyword options of its function (e.g.
+    ``{"relearn": {"steps": 50}}``). With ``progress``, one line per family goes to stderr."""
+    names = list(AUDIT_FAMILIES) if families is None else list(families)
+    unknown = [name for name in names if name not in AUDIT_FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown audit famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))}; "
+                         f"expected some of {', '.join(AUDIT_FAMILIES)}")
+    options = dict(options or {})
+    stray = [name for name in options if name not in AUDIT_FAMILIES]
+    if stray:
+        raise ValueError(f"options given for unknown audit families {', '.join(map(repr, stray))}")
+    began = time.perf_counter()
+    embedded = context.embed(model)
+    if progress:
+        print(f"audit: embedded {sum(len(context.group(g)) for g in GROUPS)} pairs "
+              f"in {time.perf_counter() - began:.1f} s", file=sys.stderr)
+    results: dict = {}
+    for name in names:
+        started = time.perf_counter()
+        part = AUDIT_FAMILIES[name](model, context, embedded, **options.get(name, {}))
+        clash = sorted(set(part) & set(results))
+        if clash:
+            raise RuntimeError(f"audit family {name!r} repeats keys {clash}")
+        results.update(part)
+        if progress:
+            print(f"audit: {name} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return results
+
+
+__all__ = [
+    "AUDIT_FAMILIES", "AuditContext", "Embedded", "GROUPS", "auc", "audit_alignment", "audit_geometry",
+    "audit_membership", "audit_probe", "audit_relearn", "audit_retrieval", "audit_zero_shot",
+    "embed_groups", "recall_at_k", "run_audits",
+]

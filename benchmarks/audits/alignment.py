@@ -1,0 +1,71 @@
+"""Alignment audit (SPEC section 5, after Alignment Calibration): the matrix of mean similarity
+between the images and the captions of the four pair groups, and the matched-vs-mismatched gap."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .context import GROUPS, AuditContext, Embedded, subsample
+from .metrics import NAN, mean
+
+
+@torch.no_grad()
+def mean_cross_similarity(model, images: torch.Tensor, texts: torch.Tensor, *, chunk: int = 1024) -> float:
+    """Mean of ``geometry.csimilarity`` over every (image, caption) combination, in row chunks."""
+    if len(images) == 0 or len(texts) == 0:
+        return NAN
+    total = 0.0
+    for block in images.split(chunk):
+        total += float(model.geometry.csimilarity(block, texts).double().sum())
+    return total / (len(images) * len(texts))
+
+
+@torch.no_grad()
+def alignment_gap(model, images: torch.Tensor, texts: torch.Tensor, caption_ids: torch.Tensor | None = None) -> dict:
+    """Mean similarity of matched pairs (image ``i``, caption ``i``), of mismatched ones (image
+    ``i``, caption ``j`` of another pair; pairs with identical caption strings are left out of
+    both), and their difference ``gap`` (large: the pairs are still aligned)."""
+    if len(images) == 0:
+        return {"matched": NAN, "mismatched": NAN, "gap": NAN}
+    matched = mean(model.geometry.similarity(images, texts))
+    similarity = model.geometry.csimilarity(images, texts)
+    if caption_ids is None:
+        caption_ids = torch.arange(len(images), device=images.device)
+    different = caption_ids.view(-1, 1) != caption_ids.view(1, -1)
+    mismatched = mean(similarity[different])
+    return {"matched": matched, "mismatched": mismatched, "gap": matched - mismatched}
+
+
+@torch.no_grad()
+def audit_alignment(model, context: AuditContext, embedded: Embedded | None = None, *,
+                    max_pairs: int = 1000) -> dict:
+    """- ``alignment_matrix``: ``{image group: {caption group: mean similarity}}`` over
+      :data:`~benchmarks.audits.context.GROUPS` (diagonal blocks include the matched pairs);
+    - ``alignment_groups``: the group names in matrix order;
+    - ``alignment_gap`` (forget-train) and ``retain_alignment_gap`` (retain-train): matched minus
+      mismatched mean similarity, and ``alignment_matched``/``alignment_mismatched`` per group.
+
+    The gap uses at most ``max_pairs`` pairs of a group (a seeded subsample): it costs
+    ``max_pairs**2`` similarities."""
+    embedded = embedded or context.embed(model)
+    matrix = {
+        g1: {g2: mean_cross_similarity(model, embedded.images[g1], embedded.texts[g2]) for g2 in GROUPS}
+        for g1 in GROUPS
+    }
+    gaps = {}
+    for stream, group in enumerate(GROUPS):
+        rows = torch.from_numpy(subsample(np.arange(len(embedded.images[group])), max_pairs,
+                                          seed=context.seed, stream=200 + stream))
+        rows = rows.to(embedded.images[group].device)
+        gaps[group] = alignment_gap(model, embedded.images[group][rows], embedded.texts[group][rows],
+                                    embedded.caption_ids[group][rows])
+    return {
+        "alignment_matrix": matrix,
+        "alignment_groups": list(GROUPS),
+        "alignment_gap": gaps["forget_train"]["gap"],
+        "retain_alignment_gap": gaps["retain_train"]["gap"],
+        "alignment_gaps": {group: gaps[group]["gap"] for group in GROUPS},
+        "alignment_matched": {group: gaps[group]["matched"] for group in GROUPS},
+        "alignment_mismatched": {group: gaps[group]["mismatched"] for group in GROUPS},
+    }

@@ -1,0 +1,50 @@
+"""Geometry audit (SPEC section 5): distances to the origin, entailment-cone membership, curvature.
+
+Everything goes through the model's geometry object, so the same code measures MERU (geodesic
+distance, hyperbolic cones) and CLIP (Euclidean norms — 1 for its unit embeddings — and Euclidean
+cones, Ganea et al. 2018, whose numbers are given for symmetry but carry little meaning there)."""
+
+from __future__ import annotations
+
+import torch
+
+from .context import AuditContext, Embedded
+from .metrics import NAN, mean
+
+
+@torch.no_grad()
+def in_cone(geometry, apex: torch.Tensor, points: torch.Tensor, *, min_radius: float = 0.1) -> torch.Tensor:
+    """Whether each ``points[i]`` lies in the entailment cone of ``apex[i]`` (rows broadcast):
+    ``oxy_angle(apex, point) <= half_aperture(apex)``. ``-> (n,)`` bool."""
+    return geometry.oxy_angle(apex, points) <= geometry.half_aperture(apex, min_radius=min_radius)
+
+
+def cone_fraction(geometry, apex: torch.Tensor, points: torch.Tensor, *, min_radius: float = 0.1) -> float:
+    """Fraction of ``points`` inside the cone of their ``apex`` (``nan`` for no points)."""
+    if len(points) == 0:
+        return NAN
+    return mean(in_cone(geometry, apex, points, min_radius=min_radius))
+
+
+@torch.no_grad()
+def audit_geometry(model, context: AuditContext, embedded: Embedded | None = None) -> dict:
+    """- ``forget_image_dist0``, ``retain_image_dist0``, ``forget_text_dist0``,
+      ``retain_text_dist0``: mean ``geometry.dist0`` of the test images / captions;
+    - ``forget_in_cone`` / ``retain_in_cone``: fraction of test images inside their own caption's
+      cone; ``forget_in_parent_cone`` / ``retain_in_parent_cone``: inside the cone of the zero-shot
+      embedding of the reference parent concept of their leaf (``context.reference_parent``);
+    - ``curvature``: ``c`` of the geometry (0 for Euclidean)."""
+    embedded = embedded or context.embed(model)
+    geometry = model.geometry
+    min_radius = float(getattr(model.config, "min_radius", 0.1))
+    parent_of_class = torch.from_numpy(context.class_parent_index).to(embedded.parents.device)
+    results = {}
+    for prefix, group in (("forget", "forget_test"), ("retain", "retain_test")):
+        images, texts = embedded.images[group], embedded.texts[group]
+        results[f"{prefix}_image_dist0"] = mean(geometry.dist0(images)) if len(images) else NAN
+        results[f"{prefix}_text_dist0"] = mean(geometry.dist0(texts)) if len(texts) else NAN
+        results[f"{prefix}_in_cone"] = cone_fraction(geometry, texts, images, min_radius=min_radius)
+        parents = embedded.parents[parent_of_class[embedded.targets[group]]]
+        results[f"{prefix}_in_parent_cone"] = cone_fraction(geometry, parents, images, min_radius=min_radius)
+    results["curvature"] = float(geometry.c)
+    return results

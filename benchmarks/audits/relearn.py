@@ -1,0 +1,86 @@
+"""Relearning attack (SPEC section 5): does the concept come back after a few fine-tuning steps on
+a handful of its pairs?
+
+On a deep copy of the model (the audited model is never touched), the attack takes ``n_forget``
+forget-train pairs with their TRUE captions and as many retain-train pairs (seeded choice), and
+runs ``steps`` full-batch steps of geoopt's Riemannian Adam on the model's own pretraining loss
+(MERU: contrastive + entailment; CLIP: contrastive). It reports zero-shot accuracy afterwards.
+A concept that was truly removed needs about as much data to relearn as one never seen; one that
+was merely hidden (disconnected, suppressed) snaps back.
+
+The defaults (16 + 16 pairs, 25 steps, lr 1e-4 — the unlearning trainer's own step size) were
+chosen on the tiny shapes models so that they restore an unlearned concept without retraining the
+model from scratch; see ``tests/test_audits.py`` and the module report."""
+
+from __future__ import annotations
+
+import copy
+
+import geoopt
+import numpy as np
+import torch
+
+from benchmarks.common import autocast
+
+from .context import AuditContext, Embedded, embed_groups
+from .zero_shot import leaf_accuracies
+
+
+def _train_mode(model) -> None:
+    """Training mode with BatchNorm statistics frozen (SPEC section 4's pitfall)."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def attack_pairs(context: AuditContext, n_forget: int, seed: int) -> np.ndarray:
+    """The attacker's pairs: ``n_forget`` forget-train pairs and as many retain-train pairs."""
+    rng = np.random.default_rng([seed, 300])
+    forget = rng.choice(context.forget_train, size=min(n_forget, len(context.forget_train)), replace=False)
+    retain = rng.choice(context.retain_train, size=min(len(forget), len(context.retain_train)), replace=False)
+    return np.concatenate([forget, retain])
+
+
+def relearn(model, context: AuditContext, *, steps: int = 25, n_forget: int = 16, lr: float = 1e-4,
+            seed: int = 0):
+    """The attacked copy of ``model`` and the per-step losses (``model`` itself is unchanged)."""
+    attacked = copy.deepcopy(model)
+    device = next(attacked.parameters()).device
+    rows = attack_pairs(context, n_forget, seed)
+    images = context.data.images(rows).to(device)
+    tokens = context.data.tokens[torch.from_numpy(rows)].to(device)
+    optimizer = geoopt.optim.RiemannianAdam(attacked.parameters(), lr=lr)
+    losses = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.enable_grad():
+        torch.manual_seed(seed)
+        _train_mode(attacked)
+        for _ in range(steps):
+            with autocast(device):
+                loss = attacked.pretraining_loss(images, tokens)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+    attacked.eval()
+    return attacked, losses
+
+
+def audit_relearn(model, context: AuditContext, embedded: Embedded | None = None, *, steps: int = 25,
+                  n_forget: int = 16, lr: float = 1e-4) -> dict:
+    """``relearn_forget_accuracy`` / ``relearn_retain_accuracy``: zero-shot accuracies (as in
+    :func:`~benchmarks.audits.zero_shot.audit_zero_shot`) of the model after the attack, plus the
+    attack's first and last loss. Deterministic given ``context.seed`` on CPU. ``embedded`` is
+    unused (the attacked model embeds the test images itself)."""
+    if len(context.forget_train) == 0 or steps <= 0:
+        attacked, losses = model, []
+    else:
+        attacked, losses = relearn(model, context, steps=steps, n_forget=n_forget, lr=lr, seed=context.seed)
+    accuracies = leaf_accuracies(attacked, context,
+                                 embed_groups(attacked, context, ("forget_test", "retain_test"), texts=False))
+    return {
+        "relearn_forget_accuracy": accuracies["forget_accuracy"],
+        "relearn_retain_accuracy": accuracies["retain_accuracy"],
+        "relearn_loss": {"first": losses[0] if losses else float("nan"),
+                         "last": losses[-1] if losses else float("nan")},
+    }

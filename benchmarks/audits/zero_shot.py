@@ -1,0 +1,53 @@
+"""Zero-shot audit (SPEC section 5): leaf-level accuracy on forget and retain test images, and
+parent-level accuracy ("is a forgotten triangle still a polygon?")."""
+
+from __future__ import annotations
+
+import torch
+
+from models.evaluation import macro_accuracy
+
+from .context import AuditContext, Embedded
+
+
+def predict(model, image_embeddings: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
+    """Most similar class per image under the model's geometry (``csimilarity``). ``-> (n,)`` on CPU."""
+    if len(image_embeddings) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    return model.geometry.csimilarity(image_embeddings, class_embeddings).argmax(dim=1).cpu()
+
+
+@torch.no_grad()
+def leaf_accuracies(model, context: AuditContext, embedded: Embedded) -> dict:
+    """``forget_accuracy`` (forget-test images, classified among ALL leaf classes, macro over the
+    forgotten classes) and ``retain_accuracy`` (retain-test images, macro over retain classes)."""
+    results = {}
+    for key, group, classes in (("forget_accuracy", "forget_test", context.forget_classes),
+                                ("retain_accuracy", "retain_test", context.retain_classes)):
+        predictions = predict(model, embedded.images[group], embedded.classes)
+        results[key] = macro_accuracy(predictions, embedded.targets[group].cpu(), classes)
+    return results
+
+
+@torch.no_grad()
+def audit_zero_shot(model, context: AuditContext, embedded: Embedded | None = None) -> dict:
+    """Zero-shot accuracies (top-1, macro over classes; ``nan`` where a group has no image).
+
+    - ``forget_accuracy``/``retain_accuracy``: see :func:`leaf_accuracies`;
+    - ``parent_accuracy``: forget-test images classified among the parent-level concepts
+      (``context.parent_concepts``: the parents of all leaf classes, a forgotten parent replaced by
+      its own parent), scored against the reference parent of each image's leaf; macro over the
+      forgotten leaf classes;
+    - ``retain_parent_accuracy``: the same for retain-test images, macro over retain classes.
+    """
+    embedded = embedded or context.embed(model)
+    results = leaf_accuracies(model, context, embedded)
+    parent_of_class = torch.from_numpy(context.class_parent_index)
+    for key, group, classes in (("parent_accuracy", "forget_test", context.forget_classes),
+                                ("retain_parent_accuracy", "retain_test", context.retain_classes)):
+        targets = embedded.targets[group].cpu()
+        predicted_parent = predict(model, embedded.images[group], embedded.parents)
+        correct = (predicted_parent == parent_of_class[targets]).float()
+        # Macro over leaf classes: a "prediction" equals the target exactly when the parent is right.
+        results[key] = macro_accuracy(torch.where(correct.bool(), targets, -1), targets, classes)
+    return results
