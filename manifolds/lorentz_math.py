@@ -166,22 +166,30 @@ def dist0(x: torch.Tensor, *, c, keepdim: bool = False) -> torch.Tensor:
 def acosh_distance(minus_c_inner: torch.Tensor, *, c) -> torch.Tensor:
     r""":math:`\operatorname{arccosh}(z)/\sqrt{c}` from the scaled inner product :math:`z = -c\langle x, y\rangle_L`.
 
-    Evaluated as :math:`\operatorname{log1p}\big(e + \sqrt{e\,(e + 2)}\big)` with :math:`e = z - 1`:
-    the same value, accurate near :math:`z = 1`, and several times faster than ``torch.acosh``,
-    which is not vectorised on CPU. ``(...) -> (...)``."""
+    Evaluated as :math:`\log\big(z + \sqrt{z^2 - 1}\big)`, several times faster than
+    ``torch.acosh`` (not vectorised on CPU). Rounding :math:`z^2 - 1` costs an error equal to that of
+    perturbing :math:`z` by an ulp, which any :math:`z` coming out of a matrix product carries
+    anyway. :math:`z^2` stays finite up to :math:`z \approx 1.8\cdot 10^{19}` in float32: points
+    from :func:`expmap0_space` (capped) are at most :math:`z \approx 2^{31}` apart.
+    ``(...) -> (...)``."""
     # Guards arccosh's domain (z >= 1, rounding gives z < 1 for near-identical points) and its
     # infinite slope at z = 1 (identical points, e.g. the diagonal of a pairwise matrix).
     clamped = minus_c_inner.clamp_min(1.0 + near_one_eps(minus_c_inner.dtype))
-    excess = clamped - 1.0
-    return torch.log1p(excess + (excess * (excess + 2.0)).sqrt()) / c**0.5
+    root = torch.addcmul(_MINUS_ONE, clamped, clamped).sqrt()
+    return torch.log(clamped + root) / c**0.5
 
 
 def _acosh_distance_(minus_c_inner: torch.Tensor, *, c) -> torch.Tensor:
-    """:func:`acosh_distance` computed in place in its argument (a temporary, no autograd)."""
+    """:func:`acosh_distance` computed in place in its argument (a temporary, no autograd):
+    the same operations, so the same numbers."""
     # Same guard as in acosh_distance: arccosh's domain and its infinite slope at 1.
-    excess = minus_c_inner.clamp_(min=1.0 + near_one_eps(minus_c_inner.dtype)).sub_(1.0)
-    root = excess.add(2.0).mul_(excess).sqrt_()
-    return excess.add_(root).log1p_().div_(c**0.5)
+    clamped = minus_c_inner.clamp_(min=1.0 + near_one_eps(minus_c_inner.dtype))
+    root = torch.addcmul(_MINUS_ONE, clamped, clamped).sqrt_()
+    return root.add_(clamped).log_().div_(c**0.5)
+
+
+# A CPU 0-dim tensor mixes with tensors of any dtype and device without a copy (it acts as a scalar).
+_MINUS_ONE = torch.tensor(-1.0)
 
 
 def chord_sq(x: torch.Tensor, y: torch.Tensor, *, c) -> torch.Tensor:
