@@ -58,6 +58,8 @@ def run_audits(model, context: AuditContext, *, families: Optional[Iterable[str]
     their results into one dict. The four groups are embedded once (``context.embed``, cached);
     ``options`` maps a family name to keyword options of its function (e.g.
     ``{"relearn": {"steps": 50}}``). With ``progress``, one line per family goes to stderr."""
+    if isinstance(families, str):
+        families = [families]
     names = list(AUDIT_FAMILIES) if families is None else list(families)
     unknown = [name for name in names if name not in AUDIT_FAMILIES]
     if unknown:

@@ -46,20 +46,18 @@ def audit_alignment(model, context: AuditContext, embedded: Embedded | None = No
     - ``alignment_gap`` (forget-train) and ``retain_alignment_gap`` (retain-train): matched minus
       mismatched mean similarity, and ``alignment_matched``/``alignment_mismatched`` per group.
 
-    The gap uses at most ``max_pairs`` pairs of a group (a seeded subsample): it costs
+    Both use at most ``max_pairs`` pairs of each group (a seeded subsample): a block costs
     ``max_pairs**2`` similarities."""
     embedded = embedded or context.embed(model)
-    matrix = {
-        g1: {g2: mean_cross_similarity(model, embedded.images[g1], embedded.texts[g2]) for g2 in GROUPS}
-        for g1 in GROUPS
-    }
-    gaps = {}
+    rows = {}
     for stream, group in enumerate(GROUPS):
-        rows = torch.from_numpy(subsample(np.arange(len(embedded.images[group])), max_pairs,
-                                          seed=context.seed, stream=200 + stream))
-        rows = rows.to(embedded.images[group].device)
-        gaps[group] = alignment_gap(model, embedded.images[group][rows], embedded.texts[group][rows],
-                                    embedded.caption_ids[group][rows])
+        chosen = subsample(np.arange(len(embedded.images[group])), max_pairs, seed=context.seed, stream=200 + stream)
+        rows[group] = torch.from_numpy(chosen).to(embedded.images[group].device)
+    images = {group: embedded.images[group][rows[group]] for group in GROUPS}
+    texts = {group: embedded.texts[group][rows[group]] for group in GROUPS}
+    matrix = {g1: {g2: mean_cross_similarity(model, images[g1], texts[g2]) for g2 in GROUPS} for g1 in GROUPS}
+    gaps = {group: alignment_gap(model, images[group], texts[group], embedded.caption_ids[group][rows[group]])
+            for group in GROUPS}
     return {
         "alignment_matrix": matrix,
         "alignment_groups": list(GROUPS),

@@ -52,7 +52,9 @@ def relearn(model, context: AuditContext, *, steps: int = 25, n_forget: int = 16
     tokens = context.data.tokens[torch.from_numpy(rows)].to(device)
     optimizer = geoopt.optim.RiemannianAdam(attacked.parameters(), lr=lr)
     losses = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.enable_grad():
+    cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices), torch.enable_grad():
         torch.manual_seed(seed)
         _train_mode(attacked)
         for _ in range(steps):
