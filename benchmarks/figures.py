@@ -113,7 +113,8 @@ def alignment_figure(path: Path, title: str, record: dict) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     groups = record["after"].get("alignment_groups")
     for ax, phase in zip(axes, ("before", "after")):
-        matrix = np.asarray(record[phase]["alignment_matrix"], dtype=float)
+        rows = record[phase]["alignment_matrix"]  # {image group: {caption group: mean similarity}}
+        matrix = np.array([[rows[image][caption] for caption in groups] for image in groups], dtype=float)
         image = ax.imshow(matrix, cmap="viridis")
         for (i, j), value in np.ndenumerate(matrix):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white", fontsize=8)
