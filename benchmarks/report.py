@@ -28,7 +28,8 @@ def _format(values, kind: str) -> str:
     values = [v for v in values if v is not None and np.isfinite(v)]
     if not values:
         return "–"
-    scale, suffix, digits = (100.0, "%", 1) if kind == "pct" else (1.0, "", 3)
+    scale, suffix, digits = {"pct": (100.0, "%", 1), "num": (1.0, "", 3), "int": (1.0, "", 0),
+                             "sec": (1.0, "", 1)}[kind]
     mean = np.mean(values) * scale
     if len(values) == 1:
         return f"{mean:.{digits}f}{suffix}"
@@ -74,9 +75,9 @@ def cost_table(records: list) -> str:
     for (label, forget), group in group_records(records).items():
         u = [r["unlearning"] for r in group]
         lines.append(
-            f"| {label} | {', '.join(forget)} | {_format([x['steps'] for x in u], 'num')} | "
-            f"{_format([x['seconds'] for x in u], 'num')} | {_format([x['samples_per_second'] for x in u], 'num')} | "
-            f"{sum(bool(x['stopped_early']) for x in u)}/{len(u)} | {_format([x.get('peak_memory_mb') for x in u], 'num')} |"
+            f"| {label} | {', '.join(forget)} | {_format([x['steps'] for x in u], 'int')} | "
+            f"{_format([x['seconds'] for x in u], 'sec')} | {_format([x['samples_per_second'] for x in u], 'int')} | "
+            f"{sum(bool(x['stopped_early']) for x in u)}/{len(u)} | {_format([x.get('peak_memory_mb') for x in u], 'int')} |"
         )
     return "\n".join(lines)
 
