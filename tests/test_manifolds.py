@@ -960,3 +960,24 @@ def test_cdist_gradcheck_including_learnable_curvature():
     assert torch.autograd.gradcheck(lambda a, b: L.oxy_angle(a[:3], b), (x, y))
     L.cdist(x, y).sum().backward()
     assert L.log_c.grad is not None and float(L.log_c.grad) != 0.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clamps_act_in_each_dtype(dtype):
+    """SPEC: in float32 ``1 + 1e-8 == 1``, so an epsilon that does not depend on the dtype makes the
+    clamps no-ops. Ours must move values off the infinite-slope end points in both dtypes."""
+    one = torch.tensor(1.0, dtype=dtype)
+    gap = lm.near_one_eps(dtype)
+    assert bool(one + gap > one) and bool(one - gap < one)
+    assert torch.tensor(lm.tiny(dtype), dtype=dtype) > 0
+    # arccosh's slope near z = 1 is cut at about 1/sqrt(2 gap), one ulp above 1 included.
+    ulp = torch.finfo(dtype).eps
+    z = (1 + torch.arange(0, 4, dtype=dtype) * ulp).requires_grad_()
+    (slope,) = torch.autograd.grad(lm.acosh_distance(z, c=1.0).sum(), z)
+    assert torch.all(slope.abs() <= 1.01 / math.sqrt(2 * gap))
+    assert torch.all(lm.acosh_distance(z.detach(), c=1.0) >= 0.9 * math.sqrt(2 * gap))
+    # asin's end point: the widest cone stays strictly below pi/2, by about sqrt(2 gap).
+    L = Lorentz()
+    inside = L.from_space(torch.full((1, 3), 1e-3, dtype=dtype))
+    aperture = float(L.half_aperture(inside))
+    assert aperture == pytest.approx(math.pi / 2 - math.sqrt(2 * gap), rel=1e-3 if dtype == torch.float64 else 1e-4)
