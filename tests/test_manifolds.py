@@ -981,3 +981,18 @@ def test_clamps_act_in_each_dtype(dtype):
     inside = L.from_space(torch.full((1, 3), 1e-3, dtype=dtype))
     aperture = float(L.half_aperture(inside))
     assert aperture == pytest.approx(math.pi / 2 - math.sqrt(2 * gap), rel=1e-3 if dtype == torch.float64 else 1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_norm_of_zero_null_and_rounded_vectors(dtype):
+    """``Lorentz.norm`` of a zero vector, a null vector and one made slightly time-like by
+    rounding: finite, non-negative, with finite gradients."""
+    L = Lorentz()
+    u = torch.tensor(
+        [[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0 + 1e-6, 1.0, 0.0], [0.0, 3.0, 4.0]], dtype=dtype
+    ).requires_grad_()
+    norms = L.norm(u)
+    (grad,) = torch.autograd.grad(norms.sum(), u)
+    assert all_finite(norms, grad)
+    assert torch.all(norms >= 0)
+    assert float(norms[-1]) == pytest.approx(5.0)
