@@ -15,7 +15,7 @@ import torch
 
 import models
 from benchmarks.audits import (
-    AUDIT_FAMILIES, AuditContext, auc, audit_relearn, recall_at_k, run_audits,
+    AUDIT_FAMILIES, AuditContext, Embedded, auc, audit_relearn, audit_zero_shot, recall_at_k, run_audits,
 )
 from benchmarks.audits.alignment import alignment_gap
 from benchmarks.audits.context import GROUPS, subsample
@@ -213,6 +213,34 @@ def test_context_subsampling_is_deterministic_and_bounded(encoded):
         assert np.array_equal(a.group(group), b.group(group)) and len(a.group(group)) <= 10
         assert set(a.group(group)) <= set(full.group(group))
     assert np.array_equal(subsample(np.arange(5), 10), np.arange(5))
+
+
+def _hand_made_embedded(context, forget_leaf_stands_in_for: str):
+    """Embeddings where every image sits exactly on its class's zero-shot embedding, except the
+    forget-test images, which sit on the embedding of class ``forget_leaf_stands_in_for``."""
+    geometry = Lorentz(c=1.0)
+    classes, hierarchy = context.data.classes, context.data.dataset.hierarchy
+    directions = torch.eye(len(classes) + 1)[: len(classes)]
+    class_points = geometry.lift(2.0 * directions)
+    parent_points = geometry.lift(torch.stack([
+        sum(directions[classes.index(leaf)] for leaf in hierarchy.leaves() if parent in hierarchy.ancestors(leaf))
+        for parent in context.parent_concepts
+    ]))
+    targets = {g: torch.from_numpy(context.data.targets[context.group(g)]) for g in GROUPS}
+    images = {g: class_points[targets[g]] for g in GROUPS}
+    images["forget_test"] = class_points[classes.index(forget_leaf_stands_in_for)].expand(len(targets["forget_test"]), -1)
+    embedded = Embedded(images=images, texts=images, targets=targets, caption_ids={}, classes=class_points,
+                        parents=parent_points)
+    return SimpleNamespace(geometry=geometry), embedded
+
+
+@pytest.mark.parametrize("stand_in, leaf, parent", [("triangle", 1.0, 1.0), ("square", 0.0, 1.0), ("circle", 0.0, 0.0)])
+def test_zero_shot_leaf_and_parent_accuracy_on_hand_made_embeddings(encoded, stand_in, leaf, parent):
+    context = AuditContext.build(encoded, ["triangle"])
+    model, embedded = _hand_made_embedded(context, stand_in)
+    results = audit_zero_shot(model, context, embedded)
+    assert results["forget_accuracy"] == leaf and results["parent_accuracy"] == parent
+    assert results["retain_accuracy"] == 1.0 and results["retain_parent_accuracy"] == 1.0
 
 
 # ------------------------------------------------------------------------- tiny trained models

@@ -47,7 +47,7 @@ def audit_zero_shot(model, context: AuditContext, embedded: Embedded | None = No
                                 ("retain_parent_accuracy", "retain_test", context.retain_classes)):
         targets = embedded.targets[group].cpu()
         predicted_parent = predict(model, embedded.images[group], embedded.parents)
-        correct = (predicted_parent == parent_of_class[targets]).float()
+        correct = predicted_parent == parent_of_class[targets]
         # Macro over leaf classes: a "prediction" equals the target exactly when the parent is right.
-        results[key] = macro_accuracy(torch.where(correct.bool(), targets, -1), targets, classes)
+        results[key] = macro_accuracy(torch.where(correct, targets, -1), targets, classes)
     return results
