@@ -9,8 +9,11 @@ A concept that was truly removed needs about as much data to relearn as one neve
 was merely hidden (disconnected, suppressed) snaps back.
 
 The defaults (16 + 16 pairs, 25 steps, lr 1e-4 — the unlearning trainer's own step size) were
-chosen on the tiny shapes models so that they restore an unlearned concept without retraining the
-model from scratch; see ``tests/test_audits.py`` and the module report."""
+chosen on the tiny shapes models (measured, forgetting "ring" with 60 steps of AC, forget accuracy
+0.97 -> 0.00): the attack brings it back to 0.83 on MERU (0.57 on CLIP, from 0.92 -> 0.00) while
+retain accuracy stays where unlearning left it (0.33 -> 0.40; CLIP 0.28 -> 0.29), and it leaves the
+un-unlearned models' forget accuracy almost unchanged (MERU 0.97 -> 0.95). Larger steps (lr 1e-3)
+overfit the 32 pairs and erode retain accuracy (MERU 0.46 -> 0.29 on the original model)."""
 
 from __future__ import annotations
 
