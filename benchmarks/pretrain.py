@@ -103,7 +103,7 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
         optimizer.step()
         step += 1
         elapsed += time.perf_counter() - began
-        loss_value = float(losses["loss"])
+        loss_value = losses["loss"].item()
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"pretraining loss became {loss_value} at step {step}")
         history.append(loss_value)
