@@ -31,7 +31,7 @@ DEFAULT_MODELS = {"lorentz": "meru-tiny", "euclidean": "clip-tiny"}
 
 def default_settings(dataset_name: str) -> dict:
     """Training length and step size of the defaults (measured: see the README)."""
-    return {"steps": 1200, "batch_size": 128, "lr": 2e-3, "warmup": 100}
+    return {"steps": 1600, "batch_size": 128, "lr": 2e-3, "warmup": 100}
 
 
 def learning_rate(step: int, *, base: float, warmup: int, total: int) -> float:
@@ -120,7 +120,7 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
         "initial_loss": float(np.mean(history[:10])) if history else float("nan"),
         "final_loss": float(np.mean(history[-20:])) if history else float("nan"),
         "zero_shot_accuracy": zero_shot_accuracy(model, data, data.dataset.indices("test")),
-        "curvature": float(model.geometry.c),
+        "curvature": model.geometry.c.item(),
     }
     save(step, finished=True, summary=summary)
     return summary

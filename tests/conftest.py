@@ -22,3 +22,30 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pretrained_cache(tmp_path_factory):
+    """A pretrained-model cache in the layout ``benchmarks.run --cache`` reads, holding MERU and CLIP
+    trained for a few hundred steps on the built-in ``shapes`` data (enough to know some concepts)."""
+    import torch
+
+    import models
+    from benchmarks.common import EncodedDataset
+    from benchmarks.datasets import load_dataset
+    from benchmarks.pretrain import DEFAULT_MODELS, checkpoint_metadata, pretrain
+
+    cache = tmp_path_factory.mktemp("pretrained")
+    data = EncodedDataset.build(load_dataset("shapes"), 20)
+    summaries = {}
+    for geometry, name in DEFAULT_MODELS.items():
+        torch.manual_seed(0)
+        model = models.create_model(name)
+        summaries[geometry] = pretrain(
+            model, data, steps=250, batch_size=128, lr=2e-3, warmup=25, seed=0,
+            checkpoint=cache / f"{name}-shapes-seed0.pt", metadata=checkpoint_metadata(data, 0), progress=False,
+        )
+    return cache, data, summaries

@@ -8,7 +8,7 @@ Hierarchy (root ``shape``; 3 super-concepts, 12 leaves)::
     └── symbol:  star, cross, arrow, heart
 
 Each image shows one shape with nuisance variation: position, size, rotation (up to about 29
-degrees either way, so that a small model can learn from 300 images per leaf), foreground colour
+degrees either way, so that a small model can learn from a few hundred images per leaf), foreground colour
 and background colour (two different, well separated colours of :data:`COLOURS`), a little colour
 jitter and light pixel noise. Shapes are rasterised with numpy on a 2x supersampled grid (so edges
 are antialiased), all images of a leaf at once; the whole default dataset takes about a second.
@@ -129,7 +129,7 @@ _POLYGONS: dict[str, np.ndarray] = {
 }
 
 # Largest rotation either way (radians, about 29 degrees). Shapes stay roughly upright: with free
-# rotation a small network trained from scratch on 300 images per leaf generalises far worse.
+# rotation a small network trained from scratch on a few hundred images per leaf generalises far worse.
 _MAX_ROTATION = 0.5
 
 
@@ -203,7 +203,7 @@ def _caption(rng: np.random.Generator, noun: str, colour: str, background: str, 
     return pattern.format(x=with_article(" ".join(words)), bg=with_article(background))
 
 
-def make_shapes(seed: int = 0, per_leaf_train: int = 300, per_leaf_test: int = 60,
+def make_shapes(seed: int = 0, per_leaf_train: int = 600, per_leaf_test: int = 60,
                 image_size: int = 32) -> ConceptDataset:
     """Generate the ``shapes`` dataset (12 leaves x ``per_leaf_train + per_leaf_test`` pairs).
 

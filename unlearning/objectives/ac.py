@@ -24,7 +24,7 @@ class AlignmentCalibration(Objective):
     ablation "AC on MERU" (equal to ``hac`` with ``entailment_weight = norm_weight = 0``)."""
 
     alpha: float = 1.0
-    beta: float = 1.0
+    beta: float = 0.3
     mismatch: str = "other-concept"
 
     def loss(self, embeddings, geometry, batch) -> dict:

@@ -1,0 +1,181 @@
+"""End-to-end: pretraining, the unlearning trainer on real models, and the `benchmarks.run` command."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import models
+import unlearning
+from benchmarks import run
+from benchmarks.audits import AuditContext
+from benchmarks.common import zero_shot_accuracy
+from benchmarks.experiment import unlearning_data
+from benchmarks.pretrain import DEFAULT_MODELS
+
+REQUIRED_KEYS = {"forget_accuracy", "retain_accuracy", "parent_accuracy", "mia_auc", "probe_forget_accuracy",
+                 "relearn_forget_accuracy", "alignment_gap", "forget_image_dist0", "retain_image_dist0",
+                 "forget_in_cone", "recall"}
+
+
+def _load(cache, geometry):
+    model, metadata = models.load_checkpoint(cache / f"{DEFAULT_MODELS[geometry]}-shapes-seed0.pt")
+    return model, metadata
+
+
+@pytest.mark.parametrize("geometry", ["lorentz", "euclidean"])
+def test_pretraining_reduces_the_loss_and_learns_concepts(pretrained_cache, geometry):
+    cache, data, summaries = pretrained_cache
+    summary = summaries[geometry]
+    assert summary["final_loss"] < 0.85 * summary["initial_loss"]
+    assert summary["zero_shot_accuracy"] > 2 / len(data.classes)  # well above chance (1/12)
+    model, metadata = _load(cache, geometry)
+    assert metadata["classes"] == data.classes and metadata["pretraining"] == summary
+
+
+def test_pretraining_resumes_from_an_interrupted_checkpoint(tmp_path, pretrained_cache):
+    from benchmarks.pretrain import pretrain
+
+    _, data, _ = pretrained_cache
+    path = tmp_path / "model.pt"
+
+    def train(steps, checkpoint, checkpoint_every):
+        torch.manual_seed(0)
+        model = models.create_model("clip-tiny")
+        pretrain(model, data, steps=steps, batch_size=32, lr=1e-3, warmup=2, seed=0, checkpoint=checkpoint,
+                 checkpoint_every=checkpoint_every, progress=False)
+        return model
+
+    straight = train(6, None, 100)
+    # An "interrupted" run: stop after the checkpoint at step 3, then rerun the full command.
+    train(3, path, 100)
+    payload = torch.load(path, weights_only=False)
+    payload["train_state"]["finished"] = False  # as if killed right after the step-3 checkpoint
+    torch.save(payload, path)
+    resumed = train(6, path, 100)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), name
+
+
+@pytest.mark.parametrize("geometry,method", [("lorentz", "hac"), ("euclidean", "ac"), ("lorentz", "hac-parent")])
+def test_short_unlearning_run_lowers_forget_accuracy(pretrained_cache, geometry, method):
+    cache, data, _ = pretrained_cache
+    base, _ = _load(cache, geometry)
+    context = AuditContext.build(data, ["circle"])
+    train = unlearning_data(data, context.forget_train, context.retain_train, context.forget_classes, seed=0)
+    before = zero_shot_accuracy(base, data, context.forget_test, classes=context.forget_classes)
+    model = copy.deepcopy(base)
+    result = unlearning.unlearn(model, train, method, steps=25, lr=5e-4, seed=0, progress=False, eval_every=5)
+    after = zero_shot_accuracy(model, data, context.forget_test, classes=context.forget_classes)
+    assert before > 0.3, "the fixture model should know circles before unlearning"
+    assert after < before - 0.2
+    assert result.evaluations[0]["step"] == 0 and np.isfinite([h["loss"] for h in result.history]).all()
+
+
+def test_unlearning_is_deterministic_given_the_seed(pretrained_cache):
+    cache, data, _ = pretrained_cache
+    base, _ = _load(cache, "lorentz")
+    context = AuditContext.build(data, ["star", "ring"])
+    train = unlearning_data(data, context.forget_train, context.retain_train, context.forget_classes, seed=0)
+    states = []
+    for _ in range(2):
+        model = copy.deepcopy(base)
+        unlearning.unlearn(model, train, "hac", steps=3, lr=1e-4, seed=7, progress=False)
+        states.append(model.state_dict())
+    for name, value in states[0].items():
+        assert torch.equal(value, states[1][name]), name
+
+
+def test_hac_refuses_clip_and_trainer_validates_arguments(pretrained_cache):
+    cache, data, _ = pretrained_cache
+    clip, _ = _load(cache, "euclidean")
+    context = AuditContext.build(data, ["star"])
+    train = unlearning_data(data, context.forget_train, context.retain_train, context.forget_classes, seed=0)
+    with pytest.raises(ValueError, match="needs a hyperbolic"):
+        unlearning.unlearn(clip, train, "hac", steps=1, progress=False)
+    with pytest.raises(ValueError, match="exactly one of steps= and epochs="):
+        unlearning.unlearn(clip, train, "ac", progress=False)
+    result = unlearning.unlearn(copy.deepcopy(clip), train, "ac", epochs=0.5, batch_size=64, progress=False)
+    assert result.steps == int(np.ceil(0.5 * len(context.forget_train) / 16))
+
+
+def _run(args, capsys):
+    code = run.main([*args, "--no-progress"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_run_both_geometries_writes_every_output_and_resumes(pretrained_cache, tmp_path, capsys):
+    cache, _, _ = pretrained_cache
+    out = tmp_path / "out"
+    args = ["--geometry", "both", "--forget", "heart", "--steps", "3", "--cache", str(cache), "--out", str(out)]
+    code, report, err = _run(args, capsys)
+    assert code == 0, err
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["geometry"], r["method"]) for r in records] == [("lorentz", "hac"), ("euclidean", "ac")]
+    for record in records:
+        assert REQUIRED_KEYS <= set(record["before"]) and REQUIRED_KEYS <= set(record["after"])
+        assert record["seconds"] > 0 and record["forget"] == ["heart"]
+    assert "hac (lorentz)" in report and (out / "report.md").read_text() == report
+    pngs = {p.name.split("-")[0] for p in out.glob("*.png")}
+    assert pngs == {"embeddings", "dist0", "alignment"}
+    # A rerun skips finished records and leaves them byte-identical.
+    before = (out / "results.jsonl").read_text()
+    code, _, err = _run(args, capsys)
+    assert code == 0 and "2 already done" in err
+    assert (out / "results.jsonl").read_text() == before
+
+
+def test_run_scaling_and_ablation(pretrained_cache, tmp_path, capsys):
+    cache, _, _ = pretrained_cache
+    out = tmp_path / "scaling"
+    code, _, err = _run(["--geometry", "lorentz", "--scaling", "1,2", "--steps", "2", "--cache", str(cache),
+                         "--out", str(out)], capsys)
+    assert code == 0, err
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [len(r["forget"]) for r in records] == [1, 2] and (out / "scaling.png").exists()
+    assert set(records[0]["forget"]) < set(records[1]["forget"])  # nested draws
+    out = tmp_path / "ablation"
+    code, report, err = _run(["--ablation", "--steps", "1", "--cache", str(cache), "--out", str(out), "--no-figures"],
+                             capsys)
+    assert code == 0, err
+    labels = [json.loads(line)["label"] for line in (out / "results.jsonl").read_text().splitlines()]
+    assert labels[0] == "HAC" and "AC on MERU (λ_E=λ_N=0)" in labels and labels[-1] == "AC on CLIP"
+    assert len(labels) == 7
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--forget", "dodecahedron"], "unknown concept"),
+    (["--method", "magic"], "unknown objective"),
+    (["--geometry", "euclidean", "--method", "hac"], "needs the Lorentz geometry"),
+    (["--dataset", "/nonexistent/folder"], "/nonexistent/folder"),
+    (["--scaling", "1,x"], "--scaling"),
+    (["--scaling", "12"], "only 12 leaf concepts"),
+])
+def test_run_reports_user_errors_in_one_line(args, message, tmp_path, capsys):
+    code, _, err = _run([*args, "--out", str(tmp_path / "o"), "--cache", str(tmp_path / "c")], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_run_rejects_wrong_geometry_checkpoint_and_foreign_output_folder(pretrained_cache, tmp_path, capsys):
+    cache, _, _ = pretrained_cache
+    clip = cache / f"{DEFAULT_MODELS['euclidean']}-shapes-seed0.pt"
+    code, _, err = _run(["--geometry", "lorentz", "--checkpoint", str(clip), "--out", str(tmp_path / "a")], capsys)
+    assert code == 2 and "holds a euclidean model" in err
+    out = tmp_path / "b"
+    code, _, err = _run(["--geometry", "lorentz", "--forget", "star", "--steps", "1", "--cache", str(cache),
+                         "--out", str(out), "--no-figures"], capsys)
+    assert code == 0, err
+    code, _, err = _run(["--geometry", "lorentz", "--forget", "cross", "--steps", "1", "--cache", str(cache),
+                         "--out", str(out), "--no-figures"], capsys)
+    assert code == 2 and "different configuration" in err
+
+
+def test_list_concepts_prints_each_concept_with_its_parent(capsys):
+    code, out, _ = _run(["--list-concepts"], capsys)
+    lines = dict(line.split("\t") for line in out.strip().splitlines())
+    assert code == 0 and lines["triangle"] == "polygon" and lines["polygon"] == "shape" and lines["shape"] == "-"
