@@ -4,6 +4,7 @@ The harness (:mod:`benchmarks.run`) plans many of these; this module holds the p
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -16,7 +17,7 @@ import torch
 import models
 import unlearning
 
-from .common import EncodedDataset
+from .common import EncodedDataset, atomic_write_text
 from .pretrain import DEFAULT_MODELS, checkpoint_metadata, default_settings, pretrain
 
 # Default objective per geometry: the method each geometry's paper proposes.
@@ -128,8 +129,6 @@ def run_one(spec: RunSpec, base_model, data: EncodedDataset, context, before: di
     """Unlearn ``spec`` from a copy of ``base_model`` and audit it. Returns ``(record, model)``."""
     from .audits import run_audits
 
-    import copy
-
     settings = {**METHOD_SETTINGS.get(spec.method, METHOD_SETTINGS["ac"]), **(settings or {})}
     objective = unlearning.create_objective(spec.method, **dict(spec.options))
     model = copy.deepcopy(base_model)
@@ -198,7 +197,5 @@ class ResultsFile:
         return {r["key"] for r in self.records}
 
     def append(self, record: dict) -> None:
-        from .common import atomic_write_text
-
         self.records.append(record)
         atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
