@@ -37,7 +37,7 @@ def disk_coordinates(geometry, points: torch.Tensor, basis: torch.Tensor) -> np.
     distance = geometry.dist0(points)
     direction = torch.nn.functional.normalize(space, dim=-1) @ basis.T
     direction = torch.nn.functional.normalize(direction, dim=-1)
-    curvature = float(geometry.c) or 1.0
+    curvature = geometry.c.item() or 1.0
     radius = torch.tanh(curvature**0.5 * distance / 2)
     return (direction * radius[:, None]).detach().cpu().numpy()
 
@@ -90,7 +90,7 @@ def embedding_figure(path: Path, title: str, before_model, after_model, context)
                 xy = disk_coordinates(model.geometry, points, basis)
                 ax.scatter(xy[:, 0], xy[:, 1], label=name, **STYLE[name])
         ax.set_xlim(-1.05, 1.05), ax.set_ylim(-1.05, 1.05), ax.set_aspect("equal"), ax.axis("off")
-        ax.set_title(f"{phase} (curvature {float(model.geometry.c):.2f})")
+        ax.set_title(f"{phase} (curvature {model.geometry.c.item():.2f})")
     axes[1].legend(loc="lower right", fontsize=8, framealpha=0.8)
     fig.suptitle(f"{title}: embeddings on the Poincaré disk (radius tanh(√c·d₀/2), direction: 2-D PCA)")
     _save(fig, path)
@@ -101,9 +101,14 @@ def distance_histogram(path: Path, title: str, before_model, after_model, contex
     data = context.data
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, (group, rows) in zip(axes, (("forget", context.forget_test), ("retain", context.retain_test[:600]))):
-        for phase, model, color in (("before", before_model, "#1f77b4"), ("after", after_model, "#d62728")):
-            d0 = model.geometry.dist0(embed_images(model, data.images(rows))).cpu().numpy()
-            ax.hist(d0, bins=30, alpha=0.55, color=color, label=f"{phase} (mean {d0.mean():.3f})")
+        distances = {phase: model.geometry.dist0(embed_images(model, data.images(rows))).cpu().numpy()
+                     for phase, model in (("before", before_model), ("after", after_model))}
+        low = min(d.min() for d in distances.values())
+        high = max(d.max() for d in distances.values())
+        span = max(high - low, 0.02)  # unit-normalised CLIP embeddings all sit at d0 = 1
+        bins = np.linspace(low - 0.05 * span, high + 0.05 * span, 31)
+        for (phase, d0), color in zip(distances.items(), ("#1f77b4", "#d62728")):
+            ax.hist(d0, bins=bins, alpha=0.55, color=color, label=f"{phase} (mean {d0.mean():.3f})")
         ax.set_title(f"{group} test images"), ax.set_xlabel("distance to origin d₀"), ax.legend()
     fig.suptitle(f"{title}: distance to the origin")
     _save(fig, path)

@@ -234,9 +234,9 @@ def _main(args) -> int:
         settings = {"steps": args.steps} if args.steps else None
         record, after_model = run_one(spec, base, data, context, before_cache[before_key], device=device,
                                       progress=progress, settings=settings)
-        results.append(record)
-        if not args.no_figures and spec.seed == 0:
+        if not args.no_figures and spec.seed == 0:  # before the record: a rerun redoes both
             write_figures(out, spec, base, after_model, context, record)
+        results.append(record)
         print(f"    forget accuracy {record['before']['forget_accuracy']:.1%} -> {record['after']['forget_accuracy']:.1%}, "
               f"retain accuracy {record['before']['retain_accuracy']:.1%} -> {record['after']['retain_accuracy']:.1%} "
               f"({record['seconds']:.0f} s)", file=sys.stderr)
