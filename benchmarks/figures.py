@@ -84,13 +84,16 @@ def embedding_figure(path: Path, title: str, before_model, after_model, context)
     for ax, (phase, group) in zip(axes, groups.items()):
         model = before_model if phase == "before" else after_model
         basis = _principal_basis(model.geometry, torch.cat([v for v in group.values() if v is not None]))
+        coordinates = {name: disk_coordinates(model.geometry, points, basis)
+                       for name, points in group.items() if points is not None}
+        # Zoom in on the occupied part of the disk (small models stay close to the origin).
+        extent = min(1.05, max(0.05, 1.15 * max(np.abs(xy).max() for xy in coordinates.values())))
         ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, color="black", lw=1))
-        for name, points in group.items():
-            if points is not None:
-                xy = disk_coordinates(model.geometry, points, basis)
-                ax.scatter(xy[:, 0], xy[:, 1], label=name, **STYLE[name])
-        ax.set_xlim(-1.05, 1.05), ax.set_ylim(-1.05, 1.05), ax.set_aspect("equal"), ax.axis("off")
-        ax.set_title(f"{phase} (curvature {model.geometry.c.item():.2f})")
+        for name, xy in coordinates.items():
+            ax.scatter(xy[:, 0], xy[:, 1], label=name, **STYLE[name])
+        ax.set_xlim(-extent, extent), ax.set_ylim(-extent, extent), ax.set_aspect("equal")
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(f"{phase} (curvature {model.geometry.c.item():.2f}, view ±{extent:.2f} of the unit disk)")
     axes[1].legend(loc="lower right", fontsize=8, framealpha=0.8)
     fig.suptitle(f"{title}: embeddings on the Poincaré disk (radius tanh(√c·d₀/2), direction: 2-D PCA)")
     _save(fig, path)

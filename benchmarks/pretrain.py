@@ -56,6 +56,7 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     start, elapsed, history = 0, 0.0, []
+    order = torch.empty(0, dtype=torch.long)  # the rest of the current epoch's permutation
     if model.config.text.compact_vocabulary:  # a fresh model learns the words of this dataset
         model.build_vocabulary(torch.cat([data.tokens, *data.prompt_tokens]))
 
@@ -67,6 +68,7 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
             return payload["metadata"]["pretraining"]
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
+        order = state["order"]
         start, elapsed, history = state["step"], state["seconds"], state["history"]
 
     images = data.images(train)  # built-in datasets are small: keep the split decoded in memory
@@ -81,14 +83,14 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
         save_checkpoint(
             checkpoint, model, meta,
             train_state={"step": step, "finished": finished, "seconds": elapsed, "history": history,
-                         "optimizer": optimizer.state_dict(), "generator": generator.get_state()},
+                         "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                         "order": order},
         )
 
     model.train()
     bar = tqdm(total=steps, initial=start, desc=f"pretrain {model.config.name}", disable=not progress,
                dynamic_ncols=True)
     step = start
-    order = torch.empty(0, dtype=torch.long)
     while step < steps:
         began = time.perf_counter()
         if order.numel() < batch_size:  # a fresh permutation per epoch, from the seeded generator

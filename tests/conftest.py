@@ -45,7 +45,7 @@ def pretrained_cache(tmp_path_factory):
         torch.manual_seed(0)
         model = models.create_model(name)
         summaries[geometry] = pretrain(
-            model, data, steps=250, batch_size=128, lr=2e-3, warmup=25, seed=0,
+            model, data, steps=600, batch_size=128, lr=2e-3, warmup=50, seed=0,
             checkpoint=cache / f"{name}-shapes-seed0.pt", metadata=checkpoint_metadata(data, 0), progress=False,
         )
     return cache, data, summaries

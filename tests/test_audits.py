@@ -199,7 +199,7 @@ def test_context_groups_and_classes(encoded):
     assert context.parent_concepts == ["curved", "polygon", "symbol"]
 
     inner = AuditContext.build(encoded, "polygon")
-    assert sorted(encoded.classes[k] for k in inner.forget_classes) == ["hexagon", "pentagon", "square", "triangle"]
+    assert sorted(encoded.classes[k] for k in inner.forget_classes) == ["rectangle", "square", "trapezoid", "triangle"]
     # A forgotten parent is replaced by its own parent at the parent level.
     assert inner.reference_parent("square") == "shape" and inner.reference_parent("star") == "symbol"
     assert inner.parent_concepts == ["curved", "shape", "symbol"]
