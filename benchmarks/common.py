@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import numpy as np
 import torch
 
 import models
+from models.checkpoint import atomic_write
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -77,18 +76,7 @@ def zero_shot_accuracy(model, data: EncodedDataset, indices, *, classes=None) ->
 
 def atomic_write_text(path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (temporary file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda file: file.write(text), binary=False)
 
 
 def write_json(path, data) -> None:

@@ -18,20 +18,26 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names the file and the problem."""
 
 
-def atomic_torch_save(obj, path) -> None:
-    """``torch.save`` to ``path`` atomically."""
+def atomic_write(path, write, *, binary: bool = True) -> None:
+    """Write ``path`` atomically: ``write(file)`` fills a temporary file in the same folder, which is
+    fsynced and then renamed over ``path``; on any failure the old file is left untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
+        with os.fdopen(handle, "wb" if binary else "w") as file:
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def atomic_torch_save(obj, path) -> None:
+    """``torch.save`` to ``path`` atomically."""
+    atomic_write(path, lambda file: torch.save(obj, file))
 
 
 def save_checkpoint(path, model, metadata: dict | None = None, **extra) -> None:
