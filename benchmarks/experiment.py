@@ -25,11 +25,14 @@ DEFAULT_METHODS = {"lorentz": "hac", "euclidean": "ac"}
 
 # Trainer settings per objective: one fixed set each, chosen on `triangle` and on `heart, ring, cross`
 # with the default pretrained models, then checked on other concepts (README, "Defaults").
+# ``forget_fraction`` is the share of each batch *per forgotten concept*: removing k concepts at once
+# gives each one as many pairs per step as removing it alone would (capped, so retain pairs remain).
 METHOD_SETTINGS = {
     name: {"lr": lr, "steps": 150, "batch_size": 128, "forget_fraction": 0.125}
     for name, lr in (("ac", 1e-4), ("hac", 1e-4), ("hac-parent", 1e-4), ("relabel", 1e-4), ("ft", 1e-4),
                      ("ga", 1e-5), ("neggrad+", 5e-5))
 }
+MAX_FORGET_FRACTION = 0.5
 EVAL_EVERY = 5
 TARGET_FORGET_ACCURACY = 0.05  # early-stopping target on the *train* forget images
 
@@ -124,12 +127,23 @@ def unlearning_data(data: EncodedDataset, forget_train, retain_train, forget_cla
     )
 
 
+def trainer_settings(method: str, forget_count: int) -> dict:
+    """The trainer settings of ``method`` when ``forget_count`` concepts are removed at once: the
+    per-concept ``forget_fraction`` of :data:`METHOD_SETTINGS` times the count, capped at
+    :data:`MAX_FORGET_FRACTION`."""
+    if forget_count < 1:
+        raise ValueError(f"forget_count must be at least 1, got {forget_count}")
+    settings = dict(METHOD_SETTINGS.get(method, METHOD_SETTINGS["ac"]))
+    settings["forget_fraction"] = min(MAX_FORGET_FRACTION, settings["forget_fraction"] * forget_count)
+    return settings
+
+
 def run_one(spec: RunSpec, base_model, data: EncodedDataset, context, before: dict, *, device,
             progress: bool, settings: dict | None = None) -> tuple:
     """Unlearn ``spec`` from a copy of ``base_model`` and audit it. Returns ``(record, model)``."""
     from .audits import run_audits
 
-    settings = {**METHOD_SETTINGS.get(spec.method, METHOD_SETTINGS["ac"]), **(settings or {})}
+    settings = {**trainer_settings(spec.method, len(spec.forget)), **(settings or {})}
     objective = unlearning.create_objective(spec.method, **dict(spec.options))
     model = copy.deepcopy(base_model)
     train_data = unlearning_data(data, context.forget_train, context.retain_train, context.forget_classes,

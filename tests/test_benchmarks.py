@@ -12,7 +12,7 @@ import unlearning
 from benchmarks import run
 from benchmarks.audits import AuditContext
 from benchmarks.common import zero_shot_accuracy
-from benchmarks.experiment import unlearning_data
+from benchmarks.experiment import MAX_FORGET_FRACTION, METHOD_SETTINGS, trainer_settings, unlearning_data
 from benchmarks.pretrain import DEFAULT_MODELS
 
 REQUIRED_KEYS = {"forget_accuracy", "retain_accuracy", "parent_accuracy", "mia_auc", "probe_forget_accuracy",
@@ -152,6 +152,7 @@ def test_run_scaling_and_ablation(pretrained_cache, tmp_path, capsys):
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [len(r["forget"]) for r in records] == [1, 2] and (out / "scaling.png").exists()
     assert set(records[0]["forget"]) < set(records[1]["forget"])  # nested draws
+    assert [r["settings"]["forget_fraction"] for r in records] == [0.125, 0.25]  # per concept
     out = tmp_path / "ablation"
     code, report, err = _run(["--ablation", "--steps", "1", "--cache", str(cache), "--out", str(out), "--no-figures"],
                              capsys)
@@ -159,6 +160,15 @@ def test_run_scaling_and_ablation(pretrained_cache, tmp_path, capsys):
     labels = [json.loads(line)["label"] for line in (out / "results.jsonl").read_text().splitlines()]
     assert labels[0] == "HAC" and "AC on MERU (λ_E=λ_N=0)" in labels and labels[-1] == "AC on CLIP"
     assert len(labels) == 7
+
+
+def test_trainer_settings_scale_the_forget_share_per_concept_up_to_the_cap():
+    assert trainer_settings("hac", 1) == METHOD_SETTINGS["hac"]
+    assert trainer_settings("ac", 3)["forget_fraction"] == pytest.approx(3 * METHOD_SETTINGS["ac"]["forget_fraction"])
+    assert trainer_settings("ga", 3)["lr"] == METHOD_SETTINGS["ga"]["lr"]
+    assert trainer_settings("ac", 12)["forget_fraction"] == MAX_FORGET_FRACTION
+    with pytest.raises(ValueError, match="forget_count"):
+        trainer_settings("ac", 0)
 
 
 @pytest.mark.parametrize("args,message", [
