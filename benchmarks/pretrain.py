@@ -42,6 +42,18 @@ def learning_rate(step: int, *, base: float, warmup: int, total: int) -> float:
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def load_optimizer_state(optimizer: geoopt.optim.RiemannianAdam, state: dict) -> None:
+    """``optimizer.load_state_dict(state)``, keeping each parameter's step count a Python int.
+
+    ``torch.optim.Adam.__setstate__`` (which geoopt's RiemannianAdam inherits) turns the counts into
+    float32 tensors; geoopt then computes ``1 - beta ** step`` in float32 instead of float64 and a
+    resumed run drifts from an uninterrupted one by rounding errors."""
+    optimizer.load_state_dict(state)
+    for parameter_state in optimizer.state.values():
+        if torch.is_tensor(parameter_state.get("step")):
+            parameter_state["step"] = int(parameter_state["step"].item())
+
+
 def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: float, warmup: int = 100,
              seed: int = 0, device=None, checkpoint: str | Path | None = None, checkpoint_every: int = 200,
              metadata: dict | None = None, progress: bool = True) -> dict:
@@ -66,7 +78,7 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
         state = payload.get("train_state", {})
         if state.get("finished"):
             return payload["metadata"]["pretraining"]
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         generator.set_state(state["generator"])
         order = state["order"]
         start, elapsed, history = state["step"], state["seconds"], state["history"]
