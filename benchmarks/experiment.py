@@ -65,14 +65,9 @@ class RunSpec:
         return data
 
 
-def pretrained_model(geometry: str, data: EncodedDataset, *, cache_dir: Path, checkpoint: str | None,
-                     device, progress: bool):
-    """The model to unlearn from: ``checkpoint`` if given, else the cached pretrained default model
-    for this geometry and dataset (trained now, resumably, when missing)."""
-    if checkpoint:
-        model, metadata = models.load_checkpoint(checkpoint, expected_geometry=geometry)
-        _check_classes(checkpoint, metadata, data)
-        return model.to(device).eval()
+def pretrained_model(geometry: str, data: EncodedDataset, *, cache_dir: Path, device, progress: bool):
+    """The cached pretrained default model for this geometry and dataset (trained now, resumably,
+    when missing)."""
     name = DEFAULT_MODELS[geometry]
     path = Path(cache_dir) / f"{name}-{data.dataset.name}-seed0.pt"
     if not _finished(path):
@@ -92,7 +87,8 @@ def _finished(path: Path) -> bool:
     return bool(read_checkpoint(path).get("train_state", {}).get("finished"))
 
 
-def _check_classes(path, metadata: dict, data: EncodedDataset) -> None:
+def check_classes(path, metadata: dict, data: EncodedDataset) -> None:
+    """Refuse a checkpoint trained on other classes than ``data``'s (released files record none)."""
     classes = metadata.get("classes")
     if classes is not None and list(classes) != list(data.classes):
         raise models.CheckpointError(
@@ -130,12 +126,12 @@ def unlearning_data(data: EncodedDataset, forget_train, retain_train, forget_cla
 def trainer_settings(method: str, forget_count: int) -> dict:
     """The trainer settings of ``method`` when ``forget_count`` concepts are removed at once: the
     per-concept ``forget_fraction`` of :data:`METHOD_SETTINGS` times the count, capped at
-    :data:`MAX_FORGET_FRACTION`."""
+    :data:`MAX_FORGET_FRACTION`, and the probe schedule with its early-stopping target."""
     if forget_count < 1:
         raise ValueError(f"forget_count must be at least 1, got {forget_count}")
     settings = dict(METHOD_SETTINGS.get(method, METHOD_SETTINGS["ac"]))
     settings["forget_fraction"] = min(MAX_FORGET_FRACTION, settings["forget_fraction"] * forget_count)
-    return settings
+    return {**settings, "eval_every": EVAL_EVERY, "target_forget_accuracy": TARGET_FORGET_ACCURACY}
 
 
 def run_one(spec: RunSpec, base_model, data: EncodedDataset, context, before: dict, *, device,
@@ -150,8 +146,7 @@ def run_one(spec: RunSpec, base_model, data: EncodedDataset, context, before: di
                                  seed=spec.seed)
     began = time.perf_counter()
     result = unlearning.unlearn(
-        model, train_data, objective, seed=spec.seed, device=device, progress=progress,
-        eval_every=EVAL_EVERY, target_forget_accuracy=TARGET_FORGET_ACCURACY, **settings,
+        model, train_data, objective, seed=spec.seed, device=device, progress=progress, **settings,
     )
     unlearn_seconds = time.perf_counter() - began
     after = run_audits(model, context)

@@ -26,7 +26,7 @@ import unlearning
 from .common import EncodedDataset, resolve_device, write_json
 from .datasets import DatasetError, load_dataset
 from .pretrain import DEFAULT_MODELS
-from .experiment import DEFAULT_METHODS, ResultsFile, RunSpec, pretrained_model, run_one
+from .experiment import DEFAULT_METHODS, ResultsFile, RunSpec, check_classes, pretrained_model, run_one
 
 GEOMETRY_CHOICES = {"lorentz": ["lorentz"], "euclidean": ["euclidean"], "both": ["lorentz", "euclidean"]}
 DEFAULT_FORGET = {"shapes": "triangle", "digits": "seven"}
@@ -47,7 +47,12 @@ def parse_args(argv=None):
     parser.add_argument("--forget", default=None, help="concept(s) to forget, comma-separated "
                         "(default: triangle for shapes, seven for digits, else the first leaf)")
     parser.add_argument("--dataset", default="shapes", help="shapes, digits or a dataset folder (default: shapes)")
-    parser.add_argument("--checkpoint", default=None, help="pretrained model file (ours) instead of the cached default")
+    parser.add_argument("--checkpoint", default=None,
+                        help="pretrained model file instead of the cached default: one of ours, or a "
+                             "released MERU/CLIP .pth (meru_vit_b.pth, ...)")
+    parser.add_argument("--model", default=None,
+                        help="config of a released --checkpoint whose weights do not tell its size "
+                             f"(known: {', '.join(models.list_models())})")
     parser.add_argument("--seeds", type=int, default=1, help="number of unlearning seeds (default: 1)")
     parser.add_argument("--out", default=None, help="output folder (default: runs/<configuration>)")
     parser.add_argument("--cache", default="runs/pretrained", help="pretrained-model cache (default: %(default)s)")
@@ -57,6 +62,8 @@ def parse_args(argv=None):
     parser.add_argument("--ablation", action="store_true",
                         help="HAC with each component off, AC on MERU and AC on CLIP")
     parser.add_argument("--steps", type=int, default=None, help="override the unlearning steps of every method")
+    parser.add_argument("--no-early-stop", action="store_true",
+                        help="run every step instead of stopping once the forget concepts are forgotten")
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
@@ -134,6 +141,7 @@ def experiment_config(args, data: EncodedDataset, specs: list) -> dict:
         "checkpoint": str(Path(args.checkpoint).resolve()) if args.checkpoint else None,
         "runs": sorted(spec.key for spec in specs),
         "steps": args.steps,
+        "early_stop": not args.no_early_stop,
     }
 
 
@@ -191,15 +199,18 @@ def _main(args) -> int:
         device = resolve_device(args.device)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    image_size = 32
+    base_models = {}  # geometry -> the model to unlearn from
     if args.checkpoint:
-        model, _ = models.load_checkpoint(args.checkpoint)
-        image_size = model.image_size
         if args.geometry == "both":
             raise UsageError("--checkpoint holds one model; use --geometry lorentz or euclidean with it")
+        model, metadata = models.load_model_file(args.checkpoint, args.model)
         if model.config.geometry != args.geometry:
             raise UsageError(f"--checkpoint {args.checkpoint} holds a {model.config.geometry} model "
                              f"({model.config.name}), but --geometry is {args.geometry}")
+        base_models[args.geometry] = model
+    elif args.model:
+        raise UsageError("--model names the config of a released --checkpoint file; pass --checkpoint too")
+    image_size = model.image_size if args.checkpoint else 32
     dataset = load_dataset(args.dataset, image_size=image_size)
     if args.list_concepts:
         list_concepts(dataset)
@@ -208,6 +219,9 @@ def _main(args) -> int:
     context_length = model.context_length if args.checkpoint else \
         models.model_config(DEFAULT_MODELS["lorentz"]).text.context_length
     data = EncodedDataset.build(dataset, context_length)
+    if args.checkpoint:
+        check_classes(args.checkpoint, metadata, data)
+        base_models[args.geometry] = model.to(device).eval()
     specs = plan(args, data)
     out = Path(args.out) if args.out else default_out(args, data)
     prepare_out(out, experiment_config(args, data, specs))
@@ -216,12 +230,11 @@ def _main(args) -> int:
     print(f"{len(specs)} run(s), {len(specs) - len(todo)} already done; results in {out}", file=sys.stderr)
 
     progress = not args.no_progress
-    base_models, contexts, before_cache = {}, {}, {}
+    contexts, before_cache = {}, {}
     for number, spec in enumerate(todo, 1):
         if spec.geometry not in base_models:
-            base_models[spec.geometry] = pretrained_model(
-                spec.geometry, data, cache_dir=Path(args.cache), checkpoint=args.checkpoint,
-                device=device, progress=progress)
+            base_models[spec.geometry] = pretrained_model(spec.geometry, data, cache_dir=Path(args.cache),
+                                                          device=device, progress=progress)
         base = base_models[spec.geometry]
         if (spec.forget, spec.seed) not in contexts:
             contexts[(spec.forget, spec.seed)] = AuditContext.build(data, list(spec.forget), seed=spec.seed)
@@ -231,7 +244,9 @@ def _main(args) -> int:
             before_cache[before_key] = run_audits(base, context)
         print(f"[{number}/{len(todo)}] {spec.label}: forgetting {', '.join(spec.forget)} (seed {spec.seed})",
               file=sys.stderr)
-        settings = {"steps": args.steps} if args.steps else None
+        settings = {"steps": args.steps} if args.steps else {}
+        if args.no_early_stop:
+            settings["target_forget_accuracy"] = None
         record, after_model = run_one(spec, base, data, context, before_cache[before_key], device=device,
                                       progress=progress, settings=settings)
         if not args.no_figures and spec.seed == 0:  # before the record: a rerun redoes both

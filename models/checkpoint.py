@@ -77,10 +77,21 @@ def load_checkpoint(path, *, expected_geometry: str | None = None, map_location=
 
     ``expected_geometry`` (``"lorentz"``/``"euclidean"``) guards against loading, say, a CLIP file
     where a MERU model is needed."""
+    return model_from_payload(read_checkpoint(path), path, expected_geometry=expected_geometry,
+                              map_location=map_location)
+
+
+def is_our_checkpoint(payload) -> bool:
+    """Whether a loaded file's contents are in our format (rather than, say, a released state dict)."""
+    return isinstance(payload, dict) and payload.get("format") == FORMAT
+
+
+def model_from_payload(payload: dict, path, *, expected_geometry: str | None = None, map_location="cpu"):
+    """``(model, metadata)`` from the contents of one of our checkpoint files (``path`` names it in
+    errors)."""
     from .config import ModelConfig
     from .factory import create_model
 
-    payload = read_checkpoint(path)
     config = ModelConfig.from_dict(payload["config"])
     if expected_geometry is not None and config.geometry != expected_geometry:
         raise CheckpointError(

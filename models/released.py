@@ -40,7 +40,7 @@ from typing import Mapping
 
 import torch
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, is_our_checkpoint, model_from_payload
 from .config import ModelConfig
 from .factory import create_model, model_config, open_clip_model_config
 from .model import MAX_LOGIT_SCALE, ImageTextModel
@@ -198,7 +198,8 @@ def infer_released_model_name(state_dict: Mapping, path=None) -> str:
         return f"{match.group(1)}-vit-{match.group(2)}"
     raise CheckpointError(
         f"checkpoint {path}: cannot tell which released model this is (ViT width {width}, expected "
-        f"one of {sorted(_VIT_BY_WIDTH)}); pass model_name= (one of meru-vit-s|b|l, clip-vit-s|b|l)"
+        f"one of {sorted(_VIT_BY_WIDTH)}); name its config with model_name= (--model in benchmarks.run), e.g. "
+        "meru-vit-s|b|l, clip-vit-s|b|l"
     )
 
 
@@ -214,7 +215,13 @@ def load_released_checkpoint(path, model_name: str | ModelConfig | None = None, 
 
     Raises :class:`CheckpointError` (naming the file) for an unreadable file, a geometry or size
     mismatch, or missing/unexpected keys (listed)."""
-    payload = _read(path, weights_only=weights_only, what="released checkpoint")
+    return released_model_from_payload(_read(path, weights_only=weights_only, what="released checkpoint"),
+                                       path, model_name, map_location=map_location)
+
+
+def released_model_from_payload(payload, path, model_name: str | ModelConfig | None = None, *,
+                                map_location="cpu") -> ImageTextModel:
+    """The model of :func:`load_released_checkpoint` from the file's loaded contents."""
     if isinstance(payload, Mapping) and "model" in payload and isinstance(payload["model"], Mapping):
         raw = payload["model"]
     elif _is_state_dict(payload):
@@ -256,6 +263,24 @@ def load_released_checkpoint(path, model_name: str | ModelConfig | None = None, 
         pos_embed.requires_grad_(False)  # MERU: a fixed 2-D sin-cos embedding
     _warn_out_of_range(model, raw, path)
     return model.to(map_location)
+
+
+def load_model_file(path, model_name: str | ModelConfig | None = None, *, expected_geometry: str | None = None,
+                    map_location="cpu", weights_only: bool = True):
+    """Any model file this toolkit reads: one of our checkpoints, or a released MERU/CLIP ``.pth``
+    (told apart by their contents, read once). Returns ``(model, metadata)``; a released file has no
+    metadata (``{}``). ``model_name`` only matters for a released file whose weights do not say its
+    size (:func:`infer_released_model_name`); ``expected_geometry`` rejects the other geometry."""
+    payload = _read(path, weights_only=weights_only, what="checkpoint")
+    if is_our_checkpoint(payload):
+        return model_from_payload(payload, path, expected_geometry=expected_geometry, map_location=map_location)
+    model = released_model_from_payload(payload, path, model_name, map_location=map_location)
+    if expected_geometry is not None and model.config.geometry != expected_geometry:
+        raise CheckpointError(
+            f"checkpoint {path}: holds a {model.config.geometry} model ({model.config.name}), "
+            f"expected a {expected_geometry} model"
+        )
+    return model, {}
 
 
 def _released_config(name: str, path) -> ModelConfig:

@@ -12,7 +12,8 @@ import unlearning
 from benchmarks import run
 from benchmarks.audits import AuditContext
 from benchmarks.common import zero_shot_accuracy
-from benchmarks.experiment import MAX_FORGET_FRACTION, METHOD_SETTINGS, trainer_settings, unlearning_data
+from benchmarks.experiment import (EVAL_EVERY, MAX_FORGET_FRACTION, METHOD_SETTINGS, TARGET_FORGET_ACCURACY,
+                                   trainer_settings, unlearning_data)
 from benchmarks.pretrain import DEFAULT_MODELS
 
 REQUIRED_KEYS = {"forget_accuracy", "retain_accuracy", "parent_accuracy", "mia_auc", "probe_forget_accuracy",
@@ -162,7 +163,8 @@ def test_run_scaling_and_ablation(pretrained_cache, tmp_path, capsys):
 
 
 def test_trainer_settings_scale_the_forget_share_per_concept_up_to_the_cap():
-    assert trainer_settings("hac", 1) == METHOD_SETTINGS["hac"]
+    assert trainer_settings("hac", 1) == {**METHOD_SETTINGS["hac"], "eval_every": EVAL_EVERY,
+                                          "target_forget_accuracy": TARGET_FORGET_ACCURACY}
     assert trainer_settings("ac", 3)["forget_fraction"] == pytest.approx(3 * METHOD_SETTINGS["ac"]["forget_fraction"])
     assert trainer_settings("ga", 3)["lr"] == METHOD_SETTINGS["ga"]["lr"]
     assert trainer_settings("ac", 12)["forget_fraction"] == MAX_FORGET_FRACTION

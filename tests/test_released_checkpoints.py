@@ -30,13 +30,14 @@ VIT = dict(img_size=32, patch_size=8, depth=2, embed_dim=64, num_heads=2)  # a v
 IMAGE_SIZE = 32
 
 
-def tiny_config(geometry: str, *, text_width: int = TEXT_WIDTH) -> ModelConfig:
+def tiny_config(geometry: str, *, text_width: int = TEXT_WIDTH, vocab: int = VOCAB, context: int = CONTEXT,
+                name: str | None = None) -> ModelConfig:
     meru = geometry == "lorentz"
     return ModelConfig(
-        name=f"test-released-{'meru' if meru else 'clip'}-tiny", geometry=geometry, embed_dim=EMBED,
+        name=name or f"test-released-{'meru' if meru else 'clip'}-tiny", geometry=geometry, embed_dim=EMBED,
         vision=VisionConfig(kind="timm", image_size=IMAGE_SIZE, timm_name="vit_tiny_patch16_224",
                             timm_kwargs={k: v for k, v in VIT.items() if k != "img_size"}),
-        text=TextConfig(context_length=CONTEXT, vocab_size=VOCAB, width=text_width, heads=TEXT_HEADS,
+        text=TextConfig(context_length=context, vocab_size=vocab, width=text_width, heads=TEXT_HEADS,
                         layers=TEXT_LAYERS),
         entailment_weight=0.2 if meru else 0.0, learn_curvature=meru,
     )
@@ -79,13 +80,13 @@ def meru_vit(arch: str, **kwargs) -> nn.Module:
                              norm_layer=nn.LayerNorm, **kwargs)
 
 
-def released_state_dict(geometry: str, seed: int = 0) -> dict:
+def released_state_dict(geometry: str, seed: int = 0, *, vocab: int = VOCAB, context: int = CONTEXT) -> dict:
     """Random weights in exactly the released layout (MERU's key names and shapes); a fresh dict."""
-    return dict(_released_state_dict(geometry, seed))
+    return dict(_released_state_dict(geometry, seed, vocab, context))
 
 
 @functools.lru_cache(maxsize=None)
-def _released_state_dict(geometry: str, seed: int) -> dict:
+def _released_state_dict(geometry: str, seed: int, vocab: int, context: int) -> dict:
     generator = torch.Generator().manual_seed(seed)
 
     def rand(*shape, std=0.2, mean=0.0):
@@ -96,7 +97,7 @@ def _released_state_dict(geometry: str, seed: int) -> dict:
     for key, value in vit.state_dict().items():
         state["visual." + key] = rand(*value.shape, std=0.05, mean=1.0 if key.endswith("norm.weight")
                                       or ".norm1.weight" in key or ".norm2.weight" in key else 0.0)
-    for key, shape in meru_text_shapes(TEXT_LAYERS, TEXT_WIDTH, VOCAB, CONTEXT).items():
+    for key, shape in meru_text_shapes(TEXT_LAYERS, TEXT_WIDTH, vocab, context).items():
         if key == "textual.attn_mask":
             state[key] = torch.triu(torch.full(shape, float("-inf")), diagonal=1).bool()
         elif key.endswith(("ln_1.weight", "ln_2.weight", "ln_final.weight")):
@@ -447,3 +448,48 @@ def test_open_clip_errors(open_clip_model, tmp_path):
         models.load_open_clip_state_dict(tmp_path / "cut.pt", OPEN_CLIP_CFG)
     with pytest.raises(CheckpointError, match=r"tiny_open_clip\.pt.*unknown model"):
         models.load_open_clip_state_dict(path, "no-such-open-clip-arch")
+
+
+# ------------------------------------------------------------------- the harness on a released file
+CLI_CONFIG = "test-released-meru-cli"  # the tiny layout with MERU's full BPE vocabulary, as the harness tokenizes
+models.register_config(CLI_CONFIG)(lambda: tiny_config("lorentz", vocab=49408, context=20, name=CLI_CONFIG))
+
+
+def test_run_unlearns_a_released_meru_file(tmp_path, capsys):
+    from benchmarks import run
+
+    config = models.model_config(CLI_CONFIG)
+    state = released_state_dict("lorentz", vocab=config.text.vocab_size, context=config.text.context_length)
+    path = write_released(tmp_path / "meru_vit_tiny.pth", state)
+    reference = models.load_released_checkpoint(path, CLI_CONFIG)
+    args = ["--geometry", "lorentz", "--checkpoint", str(path), "--forget", "star", "--steps", "2",
+            "--no-early-stop", "--out", str(tmp_path / "out"), "--no-figures", "--no-progress"]
+
+    assert run.main(args) == 2  # a ViT width of 64 does not say which released model this is
+    assert "--model" in capsys.readouterr().err
+    assert run.main([*args, "--model", CLI_CONFIG]) == 0, capsys.readouterr().err
+    (record,) = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert record["model"] == CLI_CONFIG and record["forget"] == ["star"] and record["unlearning"]["steps"] == 2
+    assert record["settings"]["target_forget_accuracy"] is None
+    assert record["before"]["curvature"] == pytest.approx(reference.geometry.c.item())
+    assert record["after"]["curvature"] != record["before"]["curvature"]  # the released weights were trained on
+
+    assert run.main([*args, "--geometry", "euclidean", "--model", CLI_CONFIG]) == 2
+    assert "holds a lorentz model" in capsys.readouterr().err
+    assert run.main(["--model", CLI_CONFIG, "--out", str(tmp_path / "other")]) == 2
+    assert "pass --checkpoint too" in capsys.readouterr().err
+
+
+def test_load_model_file_reads_ours_and_released_files(meru_file, tmp_path):
+    path, _ = meru_file
+    released, metadata = models.load_model_file(path, tiny_config("lorentz"), expected_geometry="lorentz")
+    assert metadata == {} and released.config.name == "test-released-meru-tiny"
+    models.save_checkpoint(tmp_path / "ours.pt", released, {"note": "converted"})
+    ours, metadata = models.load_model_file(tmp_path / "ours.pt")
+    assert metadata == {"note": "converted"}
+    for (name, a), b in zip(released.state_dict().items(), ours.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(CheckpointError, match="expected a euclidean model"):
+        models.load_model_file(path, tiny_config("lorentz"), expected_geometry="euclidean")
+    with pytest.raises(CheckpointError, match="expected a euclidean model"):
+        models.load_model_file(tmp_path / "ours.pt", expected_geometry="euclidean")
