@@ -451,11 +451,20 @@ def test_open_clip_errors(open_clip_model, tmp_path):
 
 
 # ------------------------------------------------------------------- the harness on a released file
-CLI_CONFIG = "test-released-meru-cli"  # the tiny layout with MERU's full BPE vocabulary, as the harness tokenizes
-models.register_config(CLI_CONFIG)(lambda: tiny_config("lorentz", vocab=49408, context=20, name=CLI_CONFIG))
+CLI_CONFIG = "test-released-meru-cli"
 
 
-def test_run_unlearns_a_released_meru_file(tmp_path, capsys):
+@pytest.fixture
+def cli_config(monkeypatch):
+    """The tiny layout with MERU's full BPE vocabulary (the harness tokenizes with it), registered
+    for this test only: the registry is swapped for a copy that pytest restores afterwards."""
+    from models import config as config_module
+
+    monkeypatch.setattr(config_module, "_CONFIGS", dict(config_module._CONFIGS))
+    models.register_config(CLI_CONFIG)(lambda: tiny_config("lorentz", vocab=49408, context=20, name=CLI_CONFIG))
+
+
+def test_run_unlearns_a_released_meru_file(cli_config, tmp_path, capsys):
     from benchmarks import run
 
     config = models.model_config(CLI_CONFIG)
