@@ -88,6 +88,16 @@ def _is_state_dict(obj) -> bool:
     )
 
 
+def _state_dict_in(payload, key: str, path, *, what: str) -> Mapping:
+    """The state dict a loaded file holds: under ``payload[key]``, or the payload itself."""
+    if isinstance(payload, Mapping) and isinstance(payload.get(key), Mapping):
+        return payload[key]
+    if _is_state_dict(payload):
+        return payload
+    found = sorted(map(str, payload))[:10] if isinstance(payload, Mapping) else type(payload).__name__
+    raise CheckpointError(f"{what} {path}: expected a state dict (or a dict with it under {key!r}), found {found}")
+
+
 def _strip_module_prefix(state_dict: Mapping) -> dict:
     """``module.`` prefixes left by DataParallel / DistributedDataParallel wrappers."""
     if state_dict and all(k.startswith("module.") for k in state_dict):
@@ -222,16 +232,7 @@ def load_released_checkpoint(path, model_name: str | ModelConfig | None = None, 
 def released_model_from_payload(payload, path, model_name: str | ModelConfig | None = None, *,
                                 map_location="cpu") -> ImageTextModel:
     """The model of :func:`load_released_checkpoint` from the file's loaded contents."""
-    if isinstance(payload, Mapping) and "model" in payload and isinstance(payload["model"], Mapping):
-        raw = payload["model"]
-    elif _is_state_dict(payload):
-        raw = payload
-    else:
-        found = sorted(map(str, payload))[:10] if isinstance(payload, Mapping) else type(payload).__name__
-        raise CheckpointError(
-            f"released checkpoint {path}: expected a dict with the state dict under 'model', found {found}"
-        )
-    raw = _strip_module_prefix(raw)
+    raw = _strip_module_prefix(_state_dict_in(payload, "model", path, what="released checkpoint"))
 
     if model_name is None:
         model_name = infer_released_model_name(raw, path)
@@ -360,15 +361,7 @@ def load_open_clip_state_dict(path, arch, *, map_location="cpu", image_mean=None
         cfg = open_clip.get_model_config(name.split(":", 1)[1]) or {}
 
     payload = _read(path, weights_only=weights_only, what="open_clip state dict")
-    if isinstance(payload, Mapping) and isinstance(payload.get("state_dict"), Mapping):
-        raw = payload["state_dict"]
-    elif _is_state_dict(payload):
-        raw = payload
-    else:
-        found = sorted(map(str, payload))[:10] if isinstance(payload, Mapping) else type(payload).__name__
-        raise CheckpointError(
-            f"open_clip state dict {path}: expected a state dict (or a dict with 'state_dict'), found {found}"
-        )
+    raw = _state_dict_in(payload, "state_dict", path, what="open_clip state dict")
 
     model = create_model(config)
     weights = convert_open_clip_state_dict(raw)

@@ -448,6 +448,9 @@ def test_open_clip_errors(open_clip_model, tmp_path):
         models.load_open_clip_state_dict(tmp_path / "cut.pt", OPEN_CLIP_CFG)
     with pytest.raises(CheckpointError, match=r"tiny_open_clip\.pt.*unknown model"):
         models.load_open_clip_state_dict(path, "no-such-open-clip-arch")
+    torch.save({"epoch": 3, "weights": [1, 2]}, tmp_path / "wrapped.pt")
+    with pytest.raises(CheckpointError, match=r"wrapped\.pt.*'state_dict'.*found \['epoch', 'weights'\]"):
+        models.load_open_clip_state_dict(tmp_path / "wrapped.pt", OPEN_CLIP_CFG)
 
 
 # ------------------------------------------------------------------- the harness on a released file
