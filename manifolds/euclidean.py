@@ -40,6 +40,7 @@ class Euclidean(geoopt.Euclidean):
     def extra_repr(self) -> str:
         return f"normalize={self.normalize}"
 
+    @full_precision
     def lift(self, v: torch.Tensor) -> torch.Tensor:
         """Feature ``(..., d)`` -> embedding ``(..., d)``: identity, or unit-normalised."""
         return F.normalize(v, dim=-1) if self.normalize else v
@@ -57,6 +58,7 @@ class Euclidean(geoopt.Euclidean):
         """Identity: Euclidean points have no extra coordinate."""
         return x
 
+    @full_precision
     def cinner(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Pairwise dot products ``(n, d), (m, d) -> (n, m)``."""
         return x @ y.transpose(-1, -2)
@@ -66,6 +68,7 @@ class Euclidean(geoopt.Euclidean):
         """Pairwise Euclidean distances ``(n, d), (m, d) -> (n, m)`` (one matrix product)."""
         return em.pairwise_dist(x, y)
 
+    @full_precision
     def similarity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Row-wise similarity used by contrastive losses: the dot product."""
         return (x * y).sum(dim=-1)
@@ -74,6 +77,7 @@ class Euclidean(geoopt.Euclidean):
         """Pairwise similarity (cosine for normalised embeddings): ``cinner``."""
         return self.cinner(x, y)
 
+    @full_precision
     def dist0(self, x: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
         """Distance to the origin: the Euclidean norm."""
         return x.norm(dim=-1, keepdim=keepdim)

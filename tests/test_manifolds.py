@@ -652,6 +652,31 @@ def test_curvature_clamped_to_range():
     assert float(L.k.detach()) == pytest.approx(10.0)
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_euclidean_geometry_runs_in_float32_under_autocast(normalize):
+    E = Euclidean(normalize=normalize)
+    torch.manual_seed(4)
+    layer = torch.nn.Linear(32, 16)
+    features = torch.randn(8, 32)
+    reference = E.lift(layer(features))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        v = layer(features)
+        assert v.dtype == torch.bfloat16
+        x = E.lift(v)
+        outputs = {
+            "lift": x, "cinner": E.cinner(x, x), "csimilarity": E.csimilarity(x, x), "cdist": E.cdist(x, x),
+            "similarity": E.similarity(x, x.flip(0)), "dist0": E.dist0(x),
+            "half_aperture": E.half_aperture(x), "oxy_angle": E.oxy_angle(x, x.flip(0)),
+        }
+    for name, out in outputs.items():
+        assert out.dtype == torch.float32, name
+    # Only the layer ran in bfloat16: the logits carry its rounding, not a second one of their own.
+    exact = E.csimilarity(reference, reference)
+    upcast = E.csimilarity(E.lift(v.float()), E.lift(v.float()))
+    assert torch.allclose(outputs["csimilarity"], upcast, rtol=0, atol=1e-6)
+    assert not torch.allclose(outputs["csimilarity"], exact, rtol=0, atol=1e-6)  # the layer did round
+
+
 @pytest.mark.parametrize("c", [0.1, 1.0, 10.0])
 def test_autocast_bfloat16_and_float16_inputs_run_in_float32(c):
     L = Lorentz(c)
