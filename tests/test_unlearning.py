@@ -82,6 +82,24 @@ def test_hac_without_entailment_and_norm_terms_equals_ac_on_the_same_model():
     assert set(hac) == {"loss", "align", "positive"}
 
 
+def test_hac_adds_the_weighted_entailment_and_norm_terms_to_ac():
+    geometry, embeddings = _lorentz_embeddings()
+    embeddings.original_images = geometry.lift(0.5 * embeddings.images[:, 1:])  # moved: NR > 0
+    batch = _batch([0, 1, 2, 3, 4, 5], [False, False, False, False, True, True], parents=[0, 0, 1, 1, 2, 2])
+    options = dict(entailment_weight=0.5, norm_weight=2.0, own_cone_weight=1.5, retain_entailment_weight=0.25,
+                   cone_margin=3.0)  # a wide margin: the forget rows sit inside the hinge
+    torch.manual_seed(3)
+    hac = unlearning.create_objective("hac", **options).loss(embeddings, geometry, batch)
+    torch.manual_seed(3)
+    ac = unlearning.create_objective("ac").loss(embeddings, geometry, batch)
+    own = terms.own_cone_exit(embeddings, geometry, batch, margin=3.0, min_radius=0.1)
+    retain = terms.retain_entailment(embeddings, geometry, batch, min_radius=0.1)
+    norm = terms.norm_regularisation(embeddings, geometry)
+    assert own > 0 and retain > 0 and norm > 0  # every term takes part
+    expected = ac["loss"] + 0.5 * (1.5 * own + 0.25 * retain) + 2.0 * norm
+    assert hac["loss"].item() == pytest.approx(expected.item(), rel=1e-12)
+
+
 def test_norm_regularisation_is_zero_for_the_unchanged_model_and_matches_hand_value():
     geometry, embeddings = _lorentz_embeddings()
     assert terms.norm_regularisation(embeddings, geometry).item() == 0.0
@@ -118,12 +136,22 @@ def test_cone_terms_by_hand():
     assert retain == pytest.approx(angle - aperture, rel=1e-9) and retain > 0
 
 
+def _hand_sub_batch_info_nce(rows, scale=2.0):
+    """Mean symmetric InfoNCE over the pairs `rows` only (the other pairs are not negatives), by hand."""
+    total = 0.0
+    for position, i in enumerate(rows):
+        image_row = [scale * math.cos(ANGLES_U[i] - ANGLES_V[j]) for j in rows]
+        caption_row = [scale * math.cos(ANGLES_U[j] - ANGLES_V[i]) for j in rows]
+        total += -0.5 * (_log_softmax(image_row, position) + _log_softmax(caption_row, position))
+    return total / len(rows)
+
+
 def test_ga_and_neggrad_are_ascent_on_the_forget_sub_batch():
     embeddings = _clip_embeddings()
     geometry = Euclidean(normalize=True)
     batch = _batch([0, 1, 2, 3], [False, True, False, True])
-    forget = terms.sub_batch_info_nce(embeddings, geometry, batch.forget).item()
-    retain = terms.sub_batch_info_nce(embeddings, geometry, ~batch.forget).item()
+    forget, retain = _hand_sub_batch_info_nce([1, 3]), _hand_sub_batch_info_nce([0, 2])
+    assert terms.sub_batch_info_nce(embeddings, geometry, batch.forget).item() == pytest.approx(forget, rel=1e-12)
     assert unlearning.create_objective("ga").loss(embeddings, geometry, batch)["loss"].item() == pytest.approx(-forget)
     value = unlearning.create_objective("neggrad+", gamma=0.3).loss(embeddings, geometry, batch)["loss"].item()
     assert value == pytest.approx(retain - 0.3 * forget)
