@@ -97,14 +97,13 @@ def check_classes(path, metadata: dict, data: EncodedDataset) -> None:
         )
 
 
-def unlearning_data(data: EncodedDataset, forget_train, retain_train, forget_classes, *, seed: int,
-                    probe_size: int = 240) -> unlearning.UnlearningData:
-    """Tensors for :func:`unlearning.unlearn` from the train split. The early-stopping probe uses
-    *train* images (forget pairs and a retain sample): the test split stays untouched until the audit."""
-    hierarchy = data.dataset.hierarchy
+def unlearning_data(context, *, seed: int, probe_size: int = 240) -> unlearning.UnlearningData:
+    """Tensors for :func:`unlearning.unlearn` from the train split of the audit ``context``. Parents
+    are the context's reference parents, so training (parent cones, sibling mismatches) and the audit
+    agree when an inner concept is forgotten. The early-stopping probe uses *train* images (forget
+    pairs and a retain sample): the test split stays untouched until the audit."""
+    data, forget_train, retain_train = context.data, context.forget_train, context.retain_train
     rows = np.concatenate([retain_train, forget_train])
-    parents = sorted({hierarchy.parent_of(c) or c for c in data.classes})
-    class_parents = torch.tensor([parents.index(hierarchy.parent_of(c) or c) for c in data.classes])
     forget = torch.zeros(len(rows), dtype=torch.bool)
     forget[len(retain_train):] = True
     rng = np.random.default_rng(seed)
@@ -114,12 +113,12 @@ def unlearning_data(data: EncodedDataset, forget_train, retain_train, forget_cla
     ])
     probe = unlearning.ZeroShotProbe(
         images=data.images(probe_rows), targets=torch.from_numpy(data.targets[probe_rows]),
-        class_prompt_tokens=data.prompt_tokens, forget_classes=list(forget_classes),
+        class_prompt_tokens=data.prompt_tokens, forget_classes=list(context.forget_classes),
     )
     return unlearning.UnlearningData(
         images=data.images(rows), tokens=data.tokens[rows], labels=torch.from_numpy(data.targets[rows]),
-        forget=forget, class_parents=class_parents,
-        parent_prompt_tokens=[data.concept_prompt_tokens(p) for p in parents], probe=probe,
+        forget=forget, class_parents=torch.from_numpy(context.class_parent_index),
+        parent_prompt_tokens=[data.concept_prompt_tokens(p) for p in context.parent_concepts], probe=probe,
     )
 
 
@@ -142,8 +141,7 @@ def run_one(spec: RunSpec, base_model, data: EncodedDataset, context, before: di
     settings = {**trainer_settings(spec.method, len(spec.forget)), **(settings or {})}
     objective = unlearning.create_objective(spec.method, **dict(spec.options))
     model = copy.deepcopy(base_model)
-    train_data = unlearning_data(data, context.forget_train, context.retain_train, context.forget_classes,
-                                 seed=spec.seed)
+    train_data = unlearning_data(context, seed=spec.seed)
     began = time.perf_counter()
     result = unlearning.unlearn(
         model, train_data, objective, seed=spec.seed, device=device, progress=progress, **settings,

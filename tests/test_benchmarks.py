@@ -79,7 +79,7 @@ def test_short_unlearning_run_lowers_forget_accuracy(pretrained_cache, geometry,
     known = [zero_shot_accuracy(base, data, test[data.targets[test] == k], classes=[k]) for k in range(len(data.classes))]
     concept = data.classes[int(np.argmax(known))]
     context = AuditContext.build(data, [concept])
-    train = unlearning_data(data, context.forget_train, context.retain_train, context.forget_classes, seed=0)
+    train = unlearning_data(context, seed=0)
     before = zero_shot_accuracy(base, data, context.forget_test, classes=context.forget_classes)
     model = copy.deepcopy(base)
     result = unlearning.unlearn(model, train, method, steps=25, lr=5e-4, seed=0, progress=False, eval_every=5)
@@ -89,11 +89,21 @@ def test_short_unlearning_run_lowers_forget_accuracy(pretrained_cache, geometry,
     assert result.evaluations[0]["step"] == 0 and np.isfinite([h["loss"] for h in result.history]).all()
 
 
+def test_unlearning_data_uses_the_audit_parents_when_an_inner_concept_is_forgotten(pretrained_cache):
+    _, data, _ = pretrained_cache
+    context = AuditContext.build(data, ["polygon"])
+    train = unlearning_data(context, seed=0)
+    assert context.parent_concepts == ["curved", "shape", "symbol"]  # a forgotten triangle is still a shape
+    triangle, circle = data.classes.index("triangle"), data.classes.index("circle")
+    assert int(train.class_parents[triangle]) == 1 and int(train.class_parents[circle]) == 0
+    assert torch.equal(train.parent_prompt_tokens[1], data.concept_prompt_tokens("shape"))
+
+
 def test_unlearning_is_deterministic_given_the_seed(pretrained_cache):
     cache, data, _ = pretrained_cache
     base, _ = _load(cache, "lorentz")
     context = AuditContext.build(data, ["star", "ring"])
-    train = unlearning_data(data, context.forget_train, context.retain_train, context.forget_classes, seed=0)
+    train = unlearning_data(context, seed=0)
     states = []
     for _ in range(2):
         model = copy.deepcopy(base)
@@ -107,7 +117,7 @@ def test_hac_refuses_clip_and_trainer_validates_arguments(pretrained_cache):
     cache, data, _ = pretrained_cache
     clip, _ = _load(cache, "euclidean")
     context = AuditContext.build(data, ["star"])
-    train = unlearning_data(data, context.forget_train, context.retain_train, context.forget_classes, seed=0)
+    train = unlearning_data(context, seed=0)
     with pytest.raises(ValueError, match="needs a hyperbolic"):
         unlearning.unlearn(clip, train, "hac", steps=1, progress=False)
     with pytest.raises(ValueError, match="exactly one of steps= and epochs="):
