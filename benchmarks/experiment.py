@@ -75,7 +75,8 @@ def pretrained_model(geometry: str, data: EncodedDataset, *, cache_dir: Path, de
         model = models.create_model(name)
         pretrain(model, data, seed=0, device=device, checkpoint=path,
                  metadata=checkpoint_metadata(data, 0), progress=progress, **default_settings(data.dataset.name))
-    model, _ = models.load_checkpoint(path, expected_geometry=geometry)
+    model, metadata = models.load_checkpoint(path, expected_geometry=geometry)
+    check_classes(path, metadata, data)  # the cache is keyed by dataset *name*: two folders may share it
     return model.to(device).eval()
 
 

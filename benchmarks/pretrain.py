@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 import models
-from models.checkpoint import read_checkpoint, save_checkpoint
+from models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 
 from .common import EncodedDataset, autocast, resolve_device, zero_shot_accuracy
 from .datasets import DatasetError, load_dataset
@@ -54,6 +54,19 @@ def load_optimizer_state(optimizer: geoopt.optim.RiemannianAdam, state: dict) ->
             parameter_state["step"] = int(parameter_state["step"].item())
 
 
+def _check_resumable(path, payload: dict, model, settings: dict) -> None:
+    """Refuse to resume (or to reuse as finished) a checkpoint of another model or schedule."""
+    stored = payload["config"]
+    if stored != model.config.to_dict():
+        raise CheckpointError(f"checkpoint {path}: holds pretraining of {stored.get('name')!r}, not of "
+                              f"{model.config.name!r} with this config; delete it or choose another --out")
+    stored = payload.get("train_state", {}).get("settings")
+    if stored is not None and stored != settings:
+        changed = ", ".join(f"{k} {stored.get(k)} -> {v}" for k, v in settings.items() if stored.get(k) != v)
+        raise CheckpointError(f"checkpoint {path}: was trained with other settings ({changed}); delete it or "
+                              "choose another --out")
+
+
 def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: float, warmup: int = 100,
              seed: int = 0, device=None, checkpoint: str | Path | None = None, checkpoint_every: int = 200,
              metadata: dict | None = None, progress: bool = True) -> dict:
@@ -72,10 +85,12 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
     if model.config.text.compact_vocabulary:  # a fresh model learns the words of this dataset
         model.build_vocabulary(torch.cat([data.tokens, *data.prompt_tokens]))
 
+    settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup, "seed": seed}
     if checkpoint is not None and Path(checkpoint).exists():
         payload = read_checkpoint(checkpoint)
-        model.load_state_dict(payload["state_dict"])
         state = payload.get("train_state", {})
+        _check_resumable(checkpoint, payload, model, settings)
+        model.load_state_dict(payload["state_dict"])
         if state.get("finished"):
             return payload["metadata"]["pretraining"]
         load_optimizer_state(optimizer, state["optimizer"])
@@ -94,7 +109,7 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
             meta["pretraining"] = summary
         save_checkpoint(
             checkpoint, model, meta,
-            train_state={"step": step, "finished": finished, "seconds": elapsed, "history": history,
+            train_state={"step": step, "finished": finished, "seconds": elapsed, "history": history, "settings": settings,
                          "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                          "order": order},
         )
@@ -169,10 +184,10 @@ def main(argv=None) -> int:
     try:
         device = resolve_device(args.device)
         model_name = args.model or DEFAULT_MODELS[args.geometry]
-        model = models.create_model(model_name)
-        if model.config.geometry != args.geometry:
-            raise ValueError(f"--model {model_name} is {model.config.geometry}, but --geometry is {args.geometry}")
-        dataset = load_dataset(args.dataset, seed=args.seed, image_size=model.image_size)
+        config = models.model_config(model_name)
+        if config.geometry != args.geometry:
+            raise ValueError(f"--model {model_name} is {config.geometry}, but --geometry is {args.geometry}")
+        dataset = load_dataset(args.dataset, seed=args.seed, image_size=config.vision.image_size)
     except (ValueError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -181,11 +196,15 @@ def main(argv=None) -> int:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     out = Path(args.out or f"runs/pretrained/{model_name}-{dataset.name}-seed{args.seed}.pt")
-    data = EncodedDataset.build(dataset, model.context_length)
-    torch.manual_seed(args.seed)
-    model = models.create_model(model_name)  # re-create after seeding for reproducible weights
-    summary = pretrain(model, data, seed=args.seed, device=device, checkpoint=out,
-                       metadata=checkpoint_metadata(data, args.seed), progress=not args.no_progress, **settings)
+    data = EncodedDataset.build(dataset, config.text.context_length)
+    torch.manual_seed(args.seed)  # before building: reproducible initial weights
+    model = models.create_model(config)
+    try:
+        summary = pretrain(model, data, seed=args.seed, device=device, checkpoint=out,
+                           metadata=checkpoint_metadata(data, args.seed), progress=not args.no_progress, **settings)
+    except CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"{model_name} on {dataset.name}: zero-shot leaf accuracy {summary['zero_shot_accuracy']:.1%} "
           f"after {summary['steps']} steps ({summary['seconds']:.0f} s of training); checkpoint {out}")
     return 0

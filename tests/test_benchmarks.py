@@ -68,6 +68,13 @@ def test_pretraining_resumes_from_an_interrupted_checkpoint(tmp_path, pretrained
     assert state["finished"] and state["step"] == 6 and len(state["history"]) == 6
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name  # bit for bit
+    # The finished checkpoint is not reused for another schedule or another model.
+    with pytest.raises(models.CheckpointError, match=r"interrupted\.pt.*other settings \(lr 0\.001 -> 0\.002\)"):
+        pretrain_module.pretrain(models.create_model("clip-tiny"), data, steps=6, batch_size=32, lr=2e-3, warmup=2,
+                                 seed=0, checkpoint=tmp_path / "interrupted.pt", progress=False)
+    with pytest.raises(models.CheckpointError, match=r"interrupted\.pt.*'clip-tiny', not of 'meru-tiny'"):
+        pretrain_module.pretrain(models.create_model("meru-tiny"), data, steps=6, batch_size=32, lr=1e-3, warmup=2,
+                                 seed=0, checkpoint=tmp_path / "interrupted.pt", progress=False)
 
 
 @pytest.mark.parametrize("geometry,method", [("lorentz", "hac"), ("euclidean", "ac"), ("lorentz", "hac-parent")])
