@@ -175,7 +175,7 @@ def acosh_distance(minus_c_inner: torch.Tensor, *, c) -> torch.Tensor:
     # Guards arccosh's domain (z >= 1, rounding gives z < 1 for near-identical points) and its
     # infinite slope at z = 1 (identical points, e.g. the diagonal of a pairwise matrix).
     clamped = minus_c_inner.clamp_min(1.0 + near_one_eps(minus_c_inner.dtype))
-    root = torch.addcmul(_MINUS_ONE, clamped, clamped).sqrt()
+    root = torch.addcmul(_minus_one(clamped), clamped, clamped).sqrt()
     return torch.log(clamped + root) / c**0.5
 
 
@@ -184,12 +184,14 @@ def _acosh_distance_(minus_c_inner: torch.Tensor, *, c) -> torch.Tensor:
     the same operations, so the same numbers."""
     # Same guard as in acosh_distance: arccosh's domain and its infinite slope at 1.
     clamped = minus_c_inner.clamp_(min=1.0 + near_one_eps(minus_c_inner.dtype))
-    root = torch.addcmul(_MINUS_ONE, clamped, clamped).sqrt_()
+    root = torch.addcmul(_minus_one(clamped), clamped, clamped).sqrt_()
     return root.add_(clamped).log_().div_(c**0.5)
 
 
-# A CPU 0-dim tensor mixes with tensors of any dtype and device without a copy (it acts as a scalar).
-_MINUS_ONE = torch.tensor(-1.0)
+def _minus_one(like: torch.Tensor) -> torch.Tensor:
+    """``-1`` as a 0-dim tensor on ``like``'s device: ``addcmul(-1, z, z)`` computes ``z² - 1`` in one
+    pass, and CUDA's ``addcmul`` refuses a CPU scalar tensor as its first argument."""
+    return like.new_full((), -1.0)
 
 
 def chord_sq(x: torch.Tensor, y: torch.Tensor, *, c) -> torch.Tensor:
