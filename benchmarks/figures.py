@@ -3,7 +3,6 @@ scaling curves. Written atomically (temporary file + rename) like every other ou
 
 from __future__ import annotations
 
-import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -15,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from models.checkpoint import atomic_write  # noqa: E402
 from models.evaluation import class_embeddings, embed_images  # noqa: E402
 
 
@@ -23,10 +23,10 @@ def slug(text: str) -> str:
 
 
 def _save(fig, path: Path) -> None:
-    temporary = path.with_name(path.name + ".tmp.png")
-    fig.savefig(temporary, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(temporary, path)
+    try:
+        atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=120, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def disk_coordinates(geometry, points: torch.Tensor, basis: torch.Tensor) -> np.ndarray:

@@ -87,6 +87,8 @@ def ablation_specs(forget: tuple, seed: int) -> list:
 
 def draw_concepts(classes: list, count: int, seed: int) -> tuple:
     """``count`` leaf concepts drawn reproducibly (nested: the first k of one fixed permutation)."""
+    if count < 1:
+        raise UsageError(f"--scaling {count}: counts must be at least 1")
     if count >= len(classes):
         raise UsageError(f"--scaling {count}: the dataset has only {len(classes)} leaf concepts; "
                          "forgetting all of them leaves nothing to retain")
@@ -98,11 +100,11 @@ def plan(args, data: EncodedDataset) -> list:
     """Every run the command asks for, in order."""
     geometries = GEOMETRY_CHOICES[args.geometry]
     known = unlearning.list_objectives()
-    methods = args.method.split(",") if args.method else None
+    methods = list(dict.fromkeys(args.method.split(","))) if args.method else None
     for method in methods or []:
         if method not in known:
             raise UsageError(f"--method {method}: unknown objective; known: {', '.join(known)}")
-    forget = tuple(args.forget.split(",")) if args.forget else (
+    forget = tuple(dict.fromkeys(args.forget.split(","))) if args.forget else (
         DEFAULT_FORGET.get(data.dataset.name) or data.classes[0],)
     for concept in forget:
         if concept not in data.dataset.hierarchy:
@@ -110,6 +112,11 @@ def plan(args, data: EncodedDataset) -> list:
                              f"{', '.join(data.dataset.hierarchy.concepts())}")
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    if args.ablation and (args.method or args.scaling or args.checkpoint):
+        raise UsageError("--ablation runs its own methods on both default models; drop --method, --scaling "
+                         "and --checkpoint")
     specs = []
     for seed in range(args.seeds):
         if args.ablation:
@@ -118,7 +125,7 @@ def plan(args, data: EncodedDataset) -> list:
         forget_sets = [forget]
         if args.scaling:
             try:
-                counts = [int(c) for c in args.scaling.split(",")]
+                counts = list(dict.fromkeys(int(c) for c in args.scaling.split(",")))
             except ValueError:
                 raise UsageError(f"--scaling expects comma-separated counts such as 1,2,4,8, got {args.scaling!r}") from None
             forget_sets = [draw_concepts(data.classes, k, seed=1234) for k in counts]
@@ -244,7 +251,7 @@ def _main(args) -> int:
             before_cache[before_key] = run_audits(base, context)
         print(f"[{number}/{len(todo)}] {spec.label}: forgetting {', '.join(spec.forget)} (seed {spec.seed})",
               file=sys.stderr)
-        settings = {"steps": args.steps} if args.steps else {}
+        settings = {"steps": args.steps} if args.steps is not None else {}
         if args.no_early_stop:
             settings["target_forget_accuracy"] = None
         record, after_model = run_one(spec, base, data, context, before_cache[before_key], device=device,

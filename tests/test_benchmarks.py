@@ -179,6 +179,13 @@ def test_run_scaling_and_ablation(pretrained_cache, tmp_path, capsys):
     assert len(labels) == 7
 
 
+def test_plan_drops_repeated_concepts_methods_and_counts(pretrained_cache):
+    _, data, _ = pretrained_cache
+    specs = run.plan(run.parse_args(["--method", "hac,hac,ac", "--forget", "heart,heart"]), data)
+    assert [(s.method, s.forget) for s in specs] == [("hac", ("heart",)), ("ac", ("heart",))]
+    assert [len(s.forget) for s in run.plan(run.parse_args(["--scaling", "1,1,2"]), data)] == [1, 2]
+
+
 def test_trainer_settings_scale_the_forget_share_per_concept_up_to_the_cap():
     assert trainer_settings("hac", 1) == {**METHOD_SETTINGS["hac"], "eval_every": EVAL_EVERY,
                                           "target_forget_accuracy": TARGET_FORGET_ACCURACY}
@@ -196,6 +203,9 @@ def test_trainer_settings_scale_the_forget_share_per_concept_up_to_the_cap():
     (["--dataset", "/nonexistent/folder"], "/nonexistent/folder"),
     (["--scaling", "1,x"], "--scaling"),
     (["--scaling", "12"], "only 12 leaf concepts"),
+    (["--scaling", "0"], "at least 1"),
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--ablation", "--method", "ga"], "drop --method"),
 ])
 def test_run_reports_user_errors_in_one_line(args, message, tmp_path, capsys):
     code, _, err = _run([*args, "--out", str(tmp_path / "o"), "--cache", str(tmp_path / "c")], capsys)
