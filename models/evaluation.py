@@ -33,7 +33,9 @@ def class_embeddings(model, prompt_tokens: Sequence[torch.Tensor]) -> torch.Tens
 @torch.no_grad()
 def zero_shot_predictions(model, image_embeddings: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
     """Index of the most similar class for each image (MERU: nearest by geodesic distance, the same
-    ranking as the Lorentz inner product; CLIP: highest cosine). ``-> (n,)``"""
+    ranking as the Lorentz inner product; CLIP: highest cosine). ``-> (n,)`` on the CPU."""
+    if len(image_embeddings) == 0:
+        return torch.zeros(0, dtype=torch.long)
     return model.geometry.csimilarity(image_embeddings, class_embeddings).argmax(dim=1).cpu()
 
 

@@ -67,6 +67,16 @@ class ImageTextModel(nn.Module):
             self.build_vocabulary(torch.empty(0, dtype=torch.long))
 
     # ------------------------------------------------------------------------ compact vocabulary
+    def train_with_frozen_statistics(self) -> "ImageTextModel":
+        """Training mode, except that BatchNorm statistics stay frozen: updated on small or skewed
+        batches (unlearning's retain/forget mixes, a relearning attack on a few pairs) they would
+        drift and make accuracy swing between evaluations (SPEC section 4)."""
+        self.train()
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        return self
+
     def build_vocabulary(self, tokens: torch.Tensor) -> None:
         """Give a compact-vocabulary model its vocabulary: the BPE ids occurring in ``tokens``.
 

@@ -159,7 +159,7 @@ def test_probe_separates_clusters(name):
         embeddings = geometry.lift(features)
     train, test = torch.arange(len(labels)) % 2 == 0, torch.arange(len(labels)) % 2 == 1
     before = [p.detach().clone() for p in geometry.parameters()]
-    probe = train_probe(geometry, embeddings[train], labels[train], 4, epochs=60, seed=0)
+    probe = train_probe(geometry, embeddings[train], labels[train], 4, epochs=60)
     with torch.no_grad():
         accuracy = (probe(embeddings[test]).argmax(1) == labels[test]).float().mean().item()
     assert accuracy >= 0.98
@@ -167,16 +167,6 @@ def test_probe_separates_clusters(name):
     # given a gradient.
     assert all(torch.equal(a, b) and b.grad is None for a, b in zip(before, geometry.parameters()))
     assert probe.geometry is not geometry
-
-
-def test_probe_is_deterministic():
-    geometry = Lorentz(c=0.7)
-    features = torch.randn(60, 5, generator=torch.Generator().manual_seed(5))
-    labels = torch.arange(3).repeat(20)
-    embeddings = geometry.lift(features)
-    a = train_probe(geometry, embeddings, labels, 3, epochs=10, seed=1)
-    b = train_probe(geometry, embeddings, labels, 3, epochs=10, seed=1)
-    assert torch.equal(a.prototypes, b.prototypes)
 
 
 # -------------------------------------------------------------------------- context on real data

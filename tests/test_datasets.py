@@ -435,6 +435,14 @@ def test_folder_format_roundtrip(tmp_path):
     assert load_dataset(root, image_size=16).captions == ds.captions
 
 
+def test_folder_json_files_may_start_with_a_byte_order_mark(tmp_path):
+    root = _write_folder(tmp_path / "bom", prompts={"templates": ["a snap of a {}."]})
+    for name in ("hierarchy.json", "pairs.jsonl", "prompts.json"):  # as Windows editors save them
+        (root / name).write_bytes(b"\xef\xbb\xbf" + (root / name).read_bytes())
+    ds = load_folder(root, image_size=16)
+    assert ds.labels == ["cat", "dog", "car", "cat"] and ds.prompts("dog") == ["a snap of a dog."]
+
+
 def test_folder_images_are_cached_and_cropped(tmp_path):
     root = tmp_path / "d"
     img = np.zeros((20, 60, 3), dtype=np.uint8)

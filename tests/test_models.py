@@ -336,3 +336,14 @@ def test_bfloat16_autocast_keeps_geometry_and_losses_in_float32(name):
     if name.startswith("meru"):  # the hyperbolic loss's gradients too
         losses["loss"].backward()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_training_mode_keeps_batchnorm_statistics_frozen():
+    model = models.create_model("RN50")  # open_clip's ResNet image tower has BatchNorm layers
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and model.train_with_frozen_statistics() is model
+    assert model.training and model.visual.training and not any(norm.training for norm in norms)
+    before = [norm.running_mean.clone() for norm in norms]
+    with torch.no_grad():
+        model.encode_image(torch.rand(2, 3, model.image_size, model.image_size))
+    assert all(torch.equal(a, norm.running_mean) for a, norm in zip(before, norms))

@@ -99,7 +99,7 @@ def unlearn(model, data: UnlearningData, objective, *, steps: Optional[int] = No
         result.stopped_early = True
         steps = 0
     for step in range(1, steps + 1):
-        _train_mode(model)
+        model.train_with_frozen_statistics()
         rows = torch.cat([sample_retain(retain_per_batch), sample_forget(forget_per_batch)])
         batch = Batch(
             images=data.images[rows], tokens=data.tokens[rows], labels=data.labels[rows],
@@ -144,15 +144,6 @@ def _embed(model, original, objective, batch: Batch, data: UnlearningData) -> Em
             parents = model.class_embeddings([t.to(batch.images.device) for t in data.parent_prompt_tokens])
         embeddings.parent_prompts = parents[batch.parents]
     return embeddings
-
-
-def _train_mode(model) -> None:
-    """Training mode, except that BatchNorm statistics stay frozen: updated on mixed retain/forget
-    batches they would drift and make retain accuracy swing between evaluations (SPEC section 4)."""
-    model.train()
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.eval()
 
 
 class _Cycler:

@@ -171,7 +171,7 @@ def embed_groups(model, context: AuditContext, groups: Sequence[str] = GROUPS, *
         images, text_embeddings, targets, caption_ids = {}, {}, {}, {}
         for name in groups:
             indices = context.group(name)
-            images[name] = embed_images(model, data.images(indices)).to(device) if len(indices) else \
+            images[name] = _embed_image_rows(model, data, indices).to(device) if len(indices) else \
                 _empty(model, device)
             if texts:
                 text_embeddings[name] = embed_texts(model, data.tokens[torch.from_numpy(indices)]).to(device) \
@@ -186,6 +186,13 @@ def embed_groups(model, context: AuditContext, groups: Sequence[str] = GROUPS, *
         )
     finally:
         model.train(was_training)
+
+
+def _embed_image_rows(model, data, indices: np.ndarray, *, chunk: int = 2048) -> torch.Tensor:
+    """Embeddings of the images at ``indices``, decoded ``chunk`` at a time: a whole group of a large
+    dataset at 224 px would not fit in memory as one tensor."""
+    return torch.cat([embed_images(model, data.images(indices[start:start + chunk]))
+                      for start in range(0, len(indices), chunk)])
 
 
 def _caption_ids(captions: np.ndarray) -> np.ndarray:

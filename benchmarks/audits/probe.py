@@ -62,20 +62,19 @@ def class_means(embeddings: torch.Tensor, targets: torch.Tensor, n_classes: int)
 
 
 def train_probe(geometry, embeddings: torch.Tensor, targets: torch.Tensor, n_classes: int, *,
-                epochs: int = 150, lr: float = 0.05, seed: int = 0) -> PrototypeProbe:
-    """Fit a :class:`PrototypeProbe` to ``(embeddings, targets)`` (full batch, cross-entropy)."""
+                epochs: int = 150, lr: float = 0.05) -> PrototypeProbe:
+    """Fit a :class:`PrototypeProbe` to ``(embeddings, targets)`` (full batch, cross-entropy). No
+    randomness: it starts from the class means, so the result depends on the data alone."""
     embeddings = embeddings.detach().float()
     targets = targets.to(embeddings.device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        probe = PrototypeProbe(frozen_geometry(geometry), class_means(embeddings, targets, n_classes))
-        optimizer = geoopt.optim.RiemannianAdam(probe.parameters(), lr=lr)
-        with torch.enable_grad():
-            for _ in range(epochs):
-                loss = nn.functional.cross_entropy(probe(embeddings), targets)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+    probe = PrototypeProbe(frozen_geometry(geometry), class_means(embeddings, targets, n_classes))
+    optimizer = geoopt.optim.RiemannianAdam(probe.parameters(), lr=lr)
+    with torch.enable_grad():
+        for _ in range(epochs):
+            loss = nn.functional.cross_entropy(probe(embeddings), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
     return probe.eval()
 
 
@@ -83,13 +82,11 @@ def audit_probe(model, context: AuditContext, embedded: Embedded | None = None, 
                 epochs: int = 150, lr: float = 0.05) -> dict:
     """``probe_forget_accuracy`` (forget-test images, macro over forgotten classes) and
     ``probe_retain_accuracy`` (retain-test images, macro over retain classes) of a prototype
-    probe trained on the forget-train and retain-train image embeddings (all leaf classes).
-    Deterministic given ``context.seed``."""
+    probe trained on the forget-train and retain-train image embeddings (all leaf classes)."""
     embedded = embedded or context.embed(model)
     train_x = torch.cat([embedded.images["forget_train"], embedded.images["retain_train"]])
     train_y = torch.cat([embedded.targets["forget_train"], embedded.targets["retain_train"]])
-    probe = train_probe(model.geometry, train_x, train_y, len(context.data.classes),
-                        epochs=epochs, lr=lr, seed=context.seed)
+    probe = train_probe(model.geometry, train_x, train_y, len(context.data.classes), epochs=epochs, lr=lr)
     results = {}
     with torch.no_grad():
         for key, group, classes in (("probe_forget_accuracy", "forget_test", context.forget_classes),

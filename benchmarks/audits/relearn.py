@@ -29,14 +29,6 @@ from .context import AuditContext, Embedded, embed_groups
 from .zero_shot import leaf_accuracies
 
 
-def _train_mode(model) -> None:
-    """Training mode with BatchNorm statistics frozen (SPEC section 4's pitfall)."""
-    model.train()
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.eval()
-
-
 def attack_pairs(context: AuditContext, n_forget: int, seed: int) -> np.ndarray:
     """The attacker's pairs: ``n_forget`` forget-train pairs and as many retain-train pairs."""
     rng = np.random.default_rng([seed, 300])
@@ -59,7 +51,7 @@ def relearn(model, context: AuditContext, *, steps: int = 25, n_forget: int = 16
         if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices), torch.enable_grad():
         torch.manual_seed(seed)
-        _train_mode(attacked)
+        attacked.train_with_frozen_statistics()
         for _ in range(steps):
             with autocast(device):
                 loss = attacked.pretraining_loss(images, tokens)["loss"]

@@ -5,16 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from models.evaluation import macro_accuracy
+from models.evaluation import macro_accuracy, zero_shot_predictions
 
 from .context import AuditContext, Embedded
-
-
-def predict(model, image_embeddings: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
-    """Most similar class per image under the model's geometry (``csimilarity``). ``-> (n,)`` on CPU."""
-    if len(image_embeddings) == 0:
-        return torch.zeros(0, dtype=torch.long)
-    return model.geometry.csimilarity(image_embeddings, class_embeddings).argmax(dim=1).cpu()
 
 
 @torch.no_grad()
@@ -24,7 +17,7 @@ def leaf_accuracies(model, context: AuditContext, embedded: Embedded) -> dict:
     results = {}
     for key, group, classes in (("forget_accuracy", "forget_test", context.forget_classes),
                                 ("retain_accuracy", "retain_test", context.retain_classes)):
-        predictions = predict(model, embedded.images[group], embedded.classes)
+        predictions = zero_shot_predictions(model, embedded.images[group], embedded.classes)
         results[key] = macro_accuracy(predictions, embedded.targets[group].cpu(), classes)
     return results
 
@@ -46,7 +39,7 @@ def audit_zero_shot(model, context: AuditContext, embedded: Embedded | None = No
     for key, group, classes in (("parent_accuracy", "forget_test", context.forget_classes),
                                 ("retain_parent_accuracy", "retain_test", context.retain_classes)):
         targets = embedded.targets[group].cpu()
-        predicted_parent = predict(model, embedded.images[group], embedded.parents)
+        predicted_parent = zero_shot_predictions(model, embedded.images[group], embedded.parents)
         correct = predicted_parent == parent_of_class[targets]
         # Macro over leaf classes: a "prediction" equals the target exactly when the parent is right.
         results[key] = macro_accuracy(torch.where(correct, targets, -1), targets, classes)

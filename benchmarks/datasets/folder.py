@@ -30,7 +30,7 @@ PROMPTS_FILE = "prompts.json"
 def read_json_file(path: Path, what: str):
     """Parse a JSON file, raising a one-line :class:`DatasetError` naming it on failure."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
     except FileNotFoundError:
         raise DatasetError(f"missing {what} file {str(path)!r}") from None
     except OSError as exc:
@@ -110,7 +110,7 @@ def load_folder(path: str | os.PathLike, image_size: int = 32) -> ConceptDataset
 
     image_paths, captions, labels, pair_concepts, splits = [], [], [], [], []
     required = ("image", "caption", "concepts", "split")
-    with open(pairs_path, encoding="utf-8") as handle:
+    with open(pairs_path, encoding="utf-8-sig") as handle:  # tolerate a byte-order mark
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
