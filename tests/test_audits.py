@@ -18,7 +18,7 @@ from benchmarks.audits import (
     AUDIT_FAMILIES, AuditContext, Embedded, auc, audit_relearn, audit_zero_shot, recall_at_k, run_audits,
 )
 from benchmarks.audits.alignment import alignment_gap
-from benchmarks.audits.context import GROUPS, subsample
+from benchmarks.audits.context import GROUPS, _match_ids, subsample
 from benchmarks.audits.geometry import cone_fraction, in_cone
 from benchmarks.audits.probe import train_probe
 from benchmarks.audits.retrieval import group_recall
@@ -112,6 +112,28 @@ def test_group_recall_on_matched_embeddings(name):
         images, texts = geometry.lift(features), geometry.lift(features * 1.01)
     recall = group_recall(SimpleNamespace(geometry=geometry), images, texts)
     assert recall["image_to_text"]["1"] == 1.0 and recall["text_to_image"]["1"] == 1.0
+
+
+def test_captions_of_one_image_are_interchangeable_in_retrieval_and_alignment():
+    # COCO-like: images A and B with two captions each (pairs 0-3), and pair 4 whose caption
+    # repeats pair 2's on an in-memory image.
+    dataset = SimpleNamespace(captions=["a cat", "the cat", "a dog", "one dog", "a dog"],
+                              image_path=lambda i: ["a.jpg", "a.jpg", "b.jpg", "b.jpg", None][i])
+    ids = _match_ids(dataset, np.arange(5))
+    assert ids[0] == ids[1] and ids[2] == ids[3] == ids[4] and ids[0] != ids[2]
+    assert len(set(_match_ids(dataset, np.array([0, 2, 4])).tolist())) == 2  # within a subset too
+    geometry = Euclidean(normalize=True)
+    model = SimpleNamespace(geometry=geometry)
+    images = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])  # a perfect model:
+    texts = torch.tensor([[1.0, 0.1], [1.0, -0.1], [0.1, 1.0], [-0.1, 1.0]])  # captions near their image
+    texts = geometry.lift(texts)
+    ids = torch.tensor([0, 0, 1, 1])
+    alone = group_recall(model, images, texts)  # the other caption of the same image counts as wrong
+    assert alone["text_to_image"]["1"] == 0.0  # the two copies of each image tie
+    recall = group_recall(model, images, texts, ids)
+    assert recall["image_to_text"]["1"] == 1.0 and recall["text_to_image"]["1"] == 1.0
+    gap = alignment_gap(model, images, texts, ids)
+    assert gap["mismatched"] == pytest.approx(float((images @ texts.t())[:2, 2:].mean()))
 
 
 # ------------------------------------------------------------------------------------ alignment
@@ -219,7 +241,7 @@ def _hand_made_embedded(context, forget_leaf_stands_in_for: str):
     targets = {g: torch.from_numpy(context.data.targets[context.group(g)]) for g in GROUPS}
     images = {g: class_points[targets[g]] for g in GROUPS}
     images["forget_test"] = class_points[classes.index(forget_leaf_stands_in_for)].expand(len(targets["forget_test"]), -1)
-    embedded = Embedded(images=images, texts=images, targets=targets, caption_ids={}, classes=class_points,
+    embedded = Embedded(images=images, texts=images, targets=targets, match_ids={}, classes=class_points,
                         parents=parent_points)
     return SimpleNamespace(geometry=geometry), embedded
 

@@ -22,17 +22,17 @@ def mean_cross_similarity(model, images: torch.Tensor, texts: torch.Tensor, *, c
 
 
 @torch.no_grad()
-def alignment_gap(model, images: torch.Tensor, texts: torch.Tensor, caption_ids: torch.Tensor | None = None) -> dict:
+def alignment_gap(model, images: torch.Tensor, texts: torch.Tensor, match_ids: torch.Tensor | None = None) -> dict:
     """Mean similarity of matched pairs (image ``i``, caption ``i``), of mismatched ones (image
-    ``i``, caption ``j`` of another pair; pairs with identical caption strings are left out of
-    both), and their difference ``gap`` (large: the pairs are still aligned)."""
+    ``i``, caption ``j`` of another pair; interchangeable pairs, with equal ``match_ids``, are left
+    out), and their difference ``gap`` (large: the pairs are still aligned)."""
     if len(images) == 0:
         return {"matched": NAN, "mismatched": NAN, "gap": NAN}
     matched = mean(model.geometry.similarity(images, texts))
     similarity = model.geometry.csimilarity(images, texts)
-    if caption_ids is None:
-        caption_ids = torch.arange(len(images), device=images.device)
-    different = caption_ids.view(-1, 1) != caption_ids.view(1, -1)
+    if match_ids is None:
+        match_ids = torch.arange(len(images), device=images.device)
+    different = match_ids.view(-1, 1) != match_ids.view(1, -1)
     mismatched = mean(similarity[different])
     return {"matched": matched, "mismatched": mismatched, "gap": matched - mismatched}
 
@@ -56,7 +56,7 @@ def audit_alignment(model, context: AuditContext, embedded: Embedded | None = No
     images = {group: embedded.images[group][rows[group]] for group in GROUPS}
     texts = {group: embedded.texts[group][rows[group]] for group in GROUPS}
     matrix = {g1: {g2: mean_cross_similarity(model, images[g1], texts[g2]) for g2 in GROUPS} for g1 in GROUPS}
-    gaps = {group: alignment_gap(model, images[group], texts[group], embedded.caption_ids[group][rows[group]])
+    gaps = {group: alignment_gap(model, images[group], texts[group], embedded.match_ids[group][rows[group]])
             for group in GROUPS}
     return {
         "alignment_matrix": matrix,

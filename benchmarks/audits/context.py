@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 import torch
 
 from benchmarks.common import EncodedDataset
@@ -30,15 +32,16 @@ class Embedded:
     """One model's embeddings of the audit groups (all on the model's device, float32).
 
     ``images[g]``/``texts[g]``: ``(n_g, D)`` image and caption embeddings of group ``g`` (row ``i``
-    is pair ``context.<g>[i]``); ``targets[g]``: leaf class of each pair; ``caption_ids[g]``: an id
-    per distinct caption string (pairs with identical captions share it); ``classes``: zero-shot
+    is pair ``context.<g>[i]``); ``targets[g]``: leaf class of each pair; ``match_ids[g]``: pairs
+    that share a caption string or an image file (COCO's five captions per image) share an id, and
+    count as interchangeable matches in retrieval and alignment; ``classes``: zero-shot
     embeddings of the leaf classes ``(n_classes, D)``; ``parents``: zero-shot embeddings of
     ``context.parent_concepts`` ``(n_parents, D)``."""
 
     images: Dict[str, torch.Tensor]
     texts: Dict[str, torch.Tensor]
     targets: Dict[str, torch.Tensor]
-    caption_ids: Dict[str, torch.Tensor]
+    match_ids: Dict[str, torch.Tensor]
     classes: torch.Tensor
     parents: torch.Tensor
 
@@ -167,8 +170,7 @@ def embed_groups(model, context: AuditContext, groups: Sequence[str] = GROUPS, *
     try:
         device = next(model.parameters()).device
         data = context.data
-        captions = np.asarray(data.dataset.captions, dtype=object)
-        images, text_embeddings, targets, caption_ids = {}, {}, {}, {}
+        images, text_embeddings, targets, match_ids = {}, {}, {}, {}
         for name in groups:
             indices = context.group(name)
             images[name] = _embed_image_rows(model, data, indices).to(device) if len(indices) else \
@@ -177,10 +179,10 @@ def embed_groups(model, context: AuditContext, groups: Sequence[str] = GROUPS, *
                 text_embeddings[name] = embed_texts(model, data.tokens[torch.from_numpy(indices)]).to(device) \
                     if len(indices) else _empty(model, device)
             targets[name] = torch.from_numpy(data.targets[indices]).to(device)
-            caption_ids[name] = torch.from_numpy(_caption_ids(captions[indices])).to(device)
+            match_ids[name] = torch.from_numpy(_match_ids(data.dataset, indices)).to(device)
         parent_tokens = [data.concept_prompt_tokens(p) for p in context.parent_concepts]
         return Embedded(
-            images=images, texts=text_embeddings, targets=targets, caption_ids=caption_ids,
+            images=images, texts=text_embeddings, targets=targets, match_ids=match_ids,
             classes=class_embeddings(model, data.prompt_tokens),
             parents=class_embeddings(model, parent_tokens),
         )
@@ -195,11 +197,24 @@ def _embed_image_rows(model, data, indices: np.ndarray, *, chunk: int = 2048) ->
                       for start in range(0, len(indices), chunk)])
 
 
-def _caption_ids(captions: np.ndarray) -> np.ndarray:
-    if len(captions) == 0:
+def _match_ids(dataset, indices: np.ndarray) -> np.ndarray:
+    """One id per group of interchangeable pairs among ``indices``: the connected components of
+    "same caption string or same image file" (in-memory images are each their own)."""
+    n = len(indices)
+    if n == 0:
         return np.zeros(0, dtype=np.int64)
-    _, ids = np.unique(captions.astype(str), return_inverse=True)
-    return ids.astype(np.int64)
+    captions = np.asarray([dataset.captions[i] for i in indices], dtype=str)
+    files = np.asarray([dataset.image_path(i) or f"#{i}" for i in indices], dtype=str)
+    _, caption_node = np.unique(captions, return_inverse=True)
+    _, file_node = np.unique(files, return_inverse=True)
+    # A graph of pairs, captions and files; each pair links to its caption and to its file.
+    pairs = np.arange(n)
+    rows = np.concatenate([pairs, pairs])
+    columns = np.concatenate([n + caption_node, n + caption_node.max() + 1 + file_node])
+    size = n + caption_node.max() + 1 + file_node.max() + 1
+    graph = coo_matrix((np.ones(2 * n), (rows, columns)), shape=(size, size))
+    _, component = connected_components(graph, directed=False)
+    return np.unique(component[:n], return_inverse=True)[1].astype(np.int64)
 
 
 def _empty(model, device) -> torch.Tensor:

@@ -14,15 +14,15 @@ DEFAULT_KS = (1, 5, 10)
 
 
 @torch.no_grad()
-def group_recall(model, images: torch.Tensor, texts: torch.Tensor, caption_ids: torch.Tensor | None = None,
+def group_recall(model, images: torch.Tensor, texts: torch.Tensor, match_ids: torch.Tensor | None = None,
                  ks=DEFAULT_KS) -> dict:
     """Recall@k within one gallery of pairs (row ``i`` of ``images`` matches row ``i`` of
-    ``texts``; pairs with the same ``caption_ids`` match each other, see
+    ``texts``; pairs with the same ``match_ids`` match each other, see
     :func:`~benchmarks.audits.metrics.recall_at_k`)."""
     similarity = model.geometry.csimilarity(images, texts) if len(images) else images.new_zeros(0, 0)
     return {
-        "image_to_text": recall_at_k(similarity, ks, caption_ids, caption_ids),
-        "text_to_image": recall_at_k(similarity.t(), ks, caption_ids, caption_ids),
+        "image_to_text": recall_at_k(similarity, ks, match_ids, match_ids),
+        "text_to_image": recall_at_k(similarity.t(), ks, match_ids, match_ids),
     }
 
 
@@ -32,7 +32,7 @@ def audit_retrieval(model, context: AuditContext, embedded: Embedded | None = No
     """``recall``: ``{"retain"|"forget": {"image_to_text"|"text_to_image": {"1": .., "5": .., "10": ..}}}``
     on the test pairs of each group. Each group is its own gallery, capped at ``max_gallery``
     pairs (a seeded subsample: recall falls with gallery size, so compare runs at equal caps).
-    Identical caption strings are interchangeable matches."""
+    Pairs sharing a caption string or an image file are interchangeable matches."""
     embedded = embedded or context.embed(model)
     recall = {}
     for name, group in (("retain", "retain_test"), ("forget", "forget_test")):
@@ -40,5 +40,5 @@ def audit_retrieval(model, context: AuditContext, embedded: Embedded | None = No
                                           seed=context.seed, stream=101))
         rows = rows.to(embedded.images[group].device)
         recall[name] = group_recall(model, embedded.images[group][rows], embedded.texts[group][rows],
-                                    embedded.caption_ids[group][rows], ks)
+                                    embedded.match_ids[group][rows], ks)
     return {"recall": recall}
