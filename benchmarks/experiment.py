@@ -143,6 +143,7 @@ def run_one(spec: RunSpec, base_model, data: EncodedDataset, context, before: di
     objective = unlearning.create_objective(spec.method, **dict(spec.options))
     model = copy.deepcopy(base_model)
     train_data = unlearning_data(context, seed=spec.seed)
+    _reset_peak_memory(device)
     began = time.perf_counter()
     result = unlearning.unlearn(
         model, train_data, objective, seed=spec.seed, device=device, progress=progress, **settings,
@@ -169,7 +170,14 @@ def run_one(spec: RunSpec, base_model, data: EncodedDataset, context, before: di
     return record, model
 
 
+def _reset_peak_memory(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
 def _peak_memory_mb(device) -> float | None:
+    """CUDA: the peak allocated since :func:`_reset_peak_memory` (this run's). CPU: the process's
+    peak resident memory so far, which includes earlier runs of the same command."""
     if torch.device(device).type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     try:

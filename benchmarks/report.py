@@ -70,7 +70,7 @@ def recall_table(records: list) -> str:
 
 
 def cost_table(records: list) -> str:
-    lines = ["| run | forget | steps | unlearning s | samples/s | stopped early | peak memory MB |",
+    lines = ["| run | forget | steps | unlearning s | samples/s | stopped early | peak memory MB (CPU: whole process) |",
              "|---|---|---|---|---|---|---|"]
     for (label, forget), group in group_records(records).items():
         u = [r["unlearning"] for r in group]

@@ -66,7 +66,6 @@ class ImageTextModel(nn.Module):
             self.register_buffer("token_map", torch.zeros(BPE_VOCAB_SIZE, dtype=torch.long))
             self.build_vocabulary(torch.empty(0, dtype=torch.long))
 
-    # ------------------------------------------------------------------------ compact vocabulary
     def train_with_frozen_statistics(self) -> "ImageTextModel":
         """Training mode, except that BatchNorm statistics stay frozen: updated on small or skewed
         batches (unlearning's retain/forget mixes, a relearning attack on a few pairs) they would
@@ -77,6 +76,7 @@ class ImageTextModel(nn.Module):
                 module.eval()
         return self
 
+    # ------------------------------------------------------------------------ compact vocabulary
     def build_vocabulary(self, tokens: torch.Tensor) -> None:
         """Give a compact-vocabulary model its vocabulary: the BPE ids occurring in ``tokens``.
 

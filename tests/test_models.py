@@ -347,3 +347,25 @@ def test_training_mode_keeps_batchnorm_statistics_frozen():
     with torch.no_grad():
         model.encode_image(torch.rand(2, 3, model.image_size, model.image_size))
     assert all(torch.equal(a, norm.running_mean) for a, norm in zip(before, norms))
+
+
+def test_compact_vocabulary_gives_each_seen_token_its_own_row():
+    from models.model import BPE_END, BPE_START
+
+    model = models.create_model("meru-tiny").eval()
+    size = model.config.text.vocab_size
+    tokens = models.get_tokenizer(model)(["a red triangle", "a blue circle", "a green star"])
+    model.build_vocabulary(tokens)
+    seen = sorted(set(tokens.unique().tolist()) - {0, BPE_START, BPE_END})
+    rows = model.token_map[seen]
+    assert sorted(rows.tolist()) == list(range(1, len(seen) + 1))  # distinct rows, none shared
+    assert model.token_map[0] == 0 and model.token_map[BPE_START] == size - 2
+    assert model.token_map[BPE_END] == size - 1  # pooling at the argmax id still finds the end of text
+    unseen = models.get_tokenizer(model)(["dodecahedron"])[0, 1:-1]
+    unseen = unseen[(unseen != 0) & (unseen != BPE_END)]
+    assert (model.token_map[unseen] == size - 3).all()  # the shared "unknown" row
+    with torch.no_grad():
+        texts = model.encode_text(tokens)
+    assert not torch.allclose(texts[0], texts[1]) and not torch.allclose(texts[1], texts[2])
+    with pytest.raises(ValueError, match="do not fit the compact vocabulary"):
+        model.build_vocabulary(torch.arange(1, size + 10))
