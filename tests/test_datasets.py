@@ -19,8 +19,8 @@ from PIL import Image
 
 from benchmarks.datasets import (
     DATASETS, ConceptDataset, ConceptHierarchy, DatasetError, detect_format, fill_template,
-    list_datasets, load_cifar100, load_coco, load_dataset, load_folder, load_imagefolder,
-    make_digits, make_shapes, with_article,
+    list_datasets, load_cifar100, load_coco, load_dataset, load_folder, load_image_file,
+    load_imagefolder, make_digits, make_shapes, validate_images, with_article,
 )
 from benchmarks.datasets.shapes import SHAPE_GROUPS, SHAPES_TEMPLATES
 
@@ -499,6 +499,132 @@ def test_folder_missing_folder(tmp_path):
         load_folder(tmp_path / "absent")
 
 
+@pytest.mark.parametrize("name, content", [
+    ("pairs.jsonl", json.dumps({"image": "imgs/0.png", "caption": "x", "concepts": ["cat"], "split": "train"}).encode()
+     + b'\n{"image": "imgs/1.png", "caption": "caf\xe9", "concepts": ["dog"], "split": "train"}\n'),  # Latin-1
+    ("hierarchy.json", b'{"thing": null, "caf\xe9": "thing"}'),
+    ("prompts.json", b'{"templates": ["une photo d\'un {} \xe0 Paris."]}'),
+], ids=["pairs.jsonl", "hierarchy.json", "prompts.json"])
+def test_folder_text_files_that_are_not_utf8_are_named(tmp_path, name, content):
+    root = _write_folder(tmp_path / "latin1")
+    (root / name).write_bytes(content)
+    where = r"pairs\.jsonl line 2" if name == "pairs.jsonl" else re.escape(name)
+    with pytest.raises(DatasetError, match=where + r": byte 0x[0-9a-f]{2} .*must be saved as UTF-8") as info:
+        load_folder(root)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["hierarchy.json", "prompts.json"])
+def test_folder_empty_json_file_is_named(tmp_path, name):
+    root = _write_folder(tmp_path / "empty")
+    (root / name).write_text(" \n")
+    with pytest.raises(DatasetError, match=re.escape(name) + r": the \w+ file is empty"):
+        load_folder(root)
+
+
+# --------------------------------------------------------------------------------------------------
+# image decoding (every PIL mode) and the validation pass
+# --------------------------------------------------------------------------------------------------
+
+
+def _halves(mode: str, left, right, size=(16, 16)) -> Image.Image:
+    """A ``mode`` image whose left half is the colour ``left`` and right half ``right``."""
+    img = Image.new(mode, size, left)
+    img.paste(right, (size[0] // 2, 0, size[0], size[1]))
+    return img
+
+
+def _palette_with_transparency(path: Path) -> None:
+    img = _halves("P", 0, 1)
+    img.putpalette([0, 0, 0, 255, 0, 0])  # index 0: black, transparent; index 1: red
+    img.save(path, transparency=0)
+
+
+def _exif_rotated_jpeg(path: Path) -> None:
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)  # wide: top half red, bottom half blue
+    pixels[:10], pixels[10:] = (255, 0, 0), (0, 0, 255)
+    img = Image.fromarray(pixels)
+    exif = img.getexif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display (the top goes right)
+    img.save(path, exif=exif.tobytes(), quality=95)
+
+
+def _two_frame_gif(path: Path) -> None:
+    frames = [Image.new("RGB", (16, 16), (255, 0, 0)), Image.new("RGB", (16, 16), (0, 0, 255))]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+
+
+WHITE, BLACK, RED, BLUE = (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)
+
+# name: (file name, writer, expected RGB of the decoded image's left column, of its right column)
+IMAGE_MODE_CASES = {
+    "16-bit PNG": ("g16.png", lambda p: Image.fromarray(np.full((12, 20), 32768, np.uint16)).save(p),
+                   (0.5,) * 3, (0.5,) * 3),
+    "32-bit TIFF": ("g32.tif", lambda p: Image.fromarray(np.full((12, 20), 2 ** 30, np.int32)).save(p),
+                    (0.5,) * 3, (0.5,) * 3),
+    "float TIFF": ("f.tif", lambda p: Image.fromarray(np.full((12, 20), 0.25, np.float32)).save(p),
+                   (0.25,) * 3, (0.25,) * 3),
+    "palette + transparency": ("p.png", _palette_with_transparency, WHITE, RED),
+    "CMYK JPEG": ("c.jpg", lambda p: Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(p, quality=95), RED, RED),
+    "LA": ("la.png", lambda p: _halves("LA", (0, 0), (0, 255)).save(p), WHITE, BLACK),
+    "RGBA": ("rgba.png", lambda p: _halves("RGBA", (0, 0, 255, 128), (255, 0, 0, 0)).save(p),
+             (0.5, 0.5, 1.0), WHITE),
+    "bilevel": ("b.png", lambda p: _halves("1", 0, 1).save(p), BLACK, WHITE),
+    "EXIF-rotated JPEG": ("e.jpg", _exif_rotated_jpeg, BLUE, RED),
+    "2-frame GIF": ("two.gif", _two_frame_gif, RED, RED),
+}
+
+
+@pytest.mark.parametrize("case", list(IMAGE_MODE_CASES))
+def test_image_files_of_every_mode_decode_to_the_right_pixels(tmp_path, case):
+    file_name, write, left, right = IMAGE_MODE_CASES[case]
+    write(tmp_path / file_name)
+    out = load_image_file(str(tmp_path / file_name), 8)
+    assert out.dtype == torch.float32 and out.shape == (3, 8, 8)
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert torch.allclose(out[:, :, 0].mean(1), torch.tensor(left), atol=0.03), out[:, :, 0]
+    assert torch.allclose(out[:, :, -1].mean(1), torch.tensor(right), atol=0.03), out[:, :, -1]
+
+
+def test_folder_dataset_serves_16_bit_images_at_their_grey_level(tmp_path):
+    root = tmp_path / "deep"
+    root.mkdir()
+    Image.fromarray(np.full((12, 20), 32768, np.uint16)).save(root / "g16.png")
+    _write_folder(root, pairs=[{"image": "g16.png", "caption": "c", "concepts": ["car"], "split": "train"}])
+    assert torch.allclose(load_folder(root, image_size=8).images([0]), torch.tensor(0.5), atol=1 / 255)
+
+
+def _break_images(root: Path) -> None:
+    """Truncate ``imgs/1.png`` half-way and replace ``imgs/3.png`` by text."""
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "imgs" / "1.png")
+    whole = (root / "imgs" / "1.png").read_bytes()
+    (root / "imgs" / "1.png").write_bytes(whole[: len(whole) // 2])
+    (root / "imgs" / "3.png").write_text("not an image")
+
+
+def test_validate_images_names_every_bad_file(tmp_path):
+    root = _write_folder(tmp_path / "broken")
+    _break_images(root)
+    ds = load_folder(root, image_size=8)
+    with pytest.raises(DatasetError, match=r"2 of 4 image files cannot be decoded") as info:
+        validate_images(ds, progress=False, workers=2)
+    message = str(info.value)
+    assert "1.png" in message and "3.png" in message and "0.png" not in message and "\n" not in message
+    assert ds._file_cache == {}  # the check keeps no pixels
+    with pytest.raises(DatasetError, match=r"cannot decode image file .*1\.png"):
+        ds.images([1])  # decoding lazily names the file too
+
+
+def test_validate_images_passes_good_and_in_memory_datasets(tmp_path):
+    ds = load_folder(_write_folder(tmp_path / "good"), image_size=8)
+    assert validate_images(ds, progress=False) is None
+    assert ds._file_cache == {}
+    start = time.perf_counter()
+    validate_images(make_shapes(seed=0, per_leaf_train=2, per_leaf_test=1), progress=False)
+    assert time.perf_counter() - start < 0.1  # no files: nothing to decode
+
+
 # --------------------------------------------------------------------------------------------------
 # COCO
 # --------------------------------------------------------------------------------------------------
@@ -590,6 +716,14 @@ def test_coco_errors(tmp_path):
         load_coco(root / "annotations", root / "images")
     with pytest.raises(DatasetError, match="no captions"):
         load_coco(tmp_path, root / "images")
+
+
+def test_coco_annotations_that_are_not_utf8_are_named(tmp_path):
+    root = _write_coco(tmp_path / "coco")
+    cap_path = root / "annotations" / "captions_val2017.json"
+    cap_path.write_bytes(cap_path.read_text().replace("A dog and a cat.", "Un chien \u00e0 Paris.").encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"captions_val2017\.json: byte 0xe0 .*must be saved as UTF-8"):
+        load_coco(root / "annotations", root / "images")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,7 +10,10 @@ one of these formats (auto-detected from a path):
 - COCO captions + instances annotations (``captions_*.json`` + ``instances_*.json``);
 - an ImageFolder tree (``root/<class>/*.jpg`` or ``root/{train,test}/<class>/*.jpg``).
 
-This package imports only numpy, torch, PIL and scikit-learn, never the model or unlearning code.
+Before training, :func:`validate_images` decodes every image file once so that a corrupt one is
+reported up front.
+
+This package imports only numpy, torch, PIL, scikit-learn and tqdm, never the model or unlearning code.
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ from .digits import digits_hierarchy, make_digits
 from .folder import PAIRS_FILE, load_folder
 from .imagefolder import load_imagefolder, looks_like_imagefolder
 from .shapes import make_shapes, shapes_hierarchy
+from .validate import validate_images
 
 __all__ = [
     "ConceptDataset", "ConceptHierarchy", "DatasetError", "DATASETS", "list_datasets", "load_dataset",
     "make_shapes", "make_digits", "load_folder", "load_coco", "load_imagefolder", "load_cifar100",
     "shapes_hierarchy", "digits_hierarchy", "fill_template", "with_article", "load_image_file",
-    "detect_format",
+    "detect_format", "validate_images",
 ]
 
 #: Built-in datasets: name -> factory ``(seed=..., image_size=..., **options) -> ConceptDataset``.

@@ -252,31 +252,104 @@ class ConceptHierarchy:
 # --------------------------------------------------------------------------------------------------
 
 
-def load_image_file(path: str, image_size: int) -> torch.Tensor:
-    """Read an image file as an RGB uint8 tensor ``(3, image_size, image_size)``.
+#: Transparent pixels are composited over white: images with transparency (logos, icons, cut-out
+#: product photos) are mostly made to be shown on a white page, where they look as intended.
+TRANSPARENT_BACKGROUND = (255, 255, 255)
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 
-    The shorter side is resized to ``image_size`` (bicubic, antialiased when shrinking) and the centre
-    is cropped to a square.
+
+def _is_high_bit_grey(mode: str) -> bool:
+    """Whether PIL ``mode`` holds greyscale beyond 8 bits: 16/32-bit integers or 32-bit floats."""
+    return mode in ("I", "F") or mode.startswith("I;16")
+
+
+def _declared_bits(img) -> int | None:
+    """Bits per sample a TIFF declares (12-bit camera data is stored in 16-bit modes), else ``None``."""
+    bits = getattr(img, "tag_v2", {}).get(258)  # 258: TIFF BitsPerSample
+    if isinstance(bits, tuple):
+        bits = bits[0] if bits else None
+    return int(bits) if bits else None
+
+
+def _grey_unit_range(img, declared_bits: int | None) -> np.ndarray:
+    """A 16/32-bit integer or float greyscale image as float32 ``(h, w)`` in [0, 1].
+
+    Integers are divided by the full scale of their bit depth: the TIFF's declared depth, else 16
+    bits for ``I;16*`` modes and for ``I`` values within 0..65535 (a 16-bit PNG or PGM), else 31
+    bits (``I`` holds signed 32-bit integers). Floats within [0, 1] are taken as they are; other
+    floats are on PIL's own 0..255 scale (what ``convert("F")`` of an 8-bit image gives).
     """
-    from PIL import Image  # local import: PIL is only needed for file-based datasets
+    values = np.asarray(img).astype(np.float32)
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)  # no brightness to give them
+    if img.mode == "F":
+        full_scale = 1.0 if values.max(initial=0.0) <= 1.0 else 255.0
+    elif declared_bits:
+        full_scale = 2.0 ** min(declared_bits, 31) - 1
+    elif img.mode.startswith("I;16") or values.max(initial=0.0) <= 65535:
+        full_scale = 65535.0
+    else:
+        full_scale = 2.0 ** 31 - 1
+    # Negative values (signed data) are darker than black and floats past full scale brighter
+    # than white; a display shows both at its limits.
+    return np.clip(values / full_scale, 0.0, 1.0)
+
+
+def _rgb_or_unit_grey(img, declared_bits: int | None):
+    """``img`` as a PIL image of mode ``"RGB"`` (8-bit) or ``"F"`` (high-bit greyscale in [0, 1])."""
+    from PIL import Image
+
+    if _is_high_bit_grey(img.mode):
+        return Image.fromarray(_grey_unit_range(img, declared_bits))
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:  # "P", "L", "RGB" may name a transparent colour
+        background = Image.new("RGBA", img.size, TRANSPARENT_BACKGROUND + (255,))
+        return Image.alpha_composite(background, img.convert("RGBA")).convert("RGB")
+    return img.convert("RGB")  # "1", "L", "P", "CMYK" (no ICC colour management), "YCbCr", ...
+
+
+def _centre_square(img, image_size: int):
+    """Resize the shorter side of a PIL image to ``image_size`` (bicubic) and crop the centre square."""
+    from PIL import Image
+
+    width, height = img.size
+    scale = image_size / min(width, height)
+    new_w, new_h = max(image_size, round(width * scale)), max(image_size, round(height * scale))
+    img = img.resize((new_w, new_h), Image.BICUBIC)  # PIL antialiases when shrinking
+    left, top = (new_w - image_size) // 2, (new_h - image_size) // 2
+    return img.crop((left, top, left + image_size, top + image_size))
+
+
+def load_image_file(path: str, image_size: int) -> torch.Tensor:
+    """Decode an image file as a float tensor ``(3, image_size, image_size)`` in [0, 1].
+
+    Every PIL mode is mapped to RGB by what its values mean:
+
+    - 8-bit modes (``"1"``, ``"L"``, ``"P"``, ``"RGB"``, ``"CMYK"``, ``"YCbCr"``): PIL's conversion
+      to RGB (CMYK without ICC colour management), divided by 255;
+    - transparency (``"RGBA"``, ``"LA"``, ``"PA"``, or a transparent palette/grey/RGB colour):
+      composited over white (:data:`TRANSPARENT_BACKGROUND`);
+    - 16/32-bit integer and float greyscale (``"I;16*"``, ``"I"``, ``"F"``): scaled by the file's
+      real bit depth (see :func:`_grey_unit_range`), not clipped, and copied to the 3 channels.
+
+    The EXIF orientation is applied; multi-frame files (GIF, TIFF, ...) give their first frame. The
+    shorter side is resized to ``image_size`` (bicubic, antialiased) and the centre cropped.
+    A missing or undecodable file raises :class:`DatasetError` naming it.
+    """
+    from PIL import Image, ImageOps  # local import: PIL is only needed for file-based datasets
 
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            width, height = img.size
-            scale = image_size / min(width, height)
-            new_w = max(image_size, round(width * scale))
-            new_h = max(image_size, round(height * scale))
-            img = img.resize((new_w, new_h), Image.BICUBIC)
-            left = (new_w - image_size) // 2
-            top = (new_h - image_size) // 2
-            img = img.crop((left, top, left + image_size, top + image_size))
-            array = np.asarray(img, dtype=np.uint8)
+        with Image.open(path) as source:  # positioned at the first frame
+            source.draft(None, (image_size, image_size))  # JPEG: decode at a reduced scale, >= the size
+            upright = ImageOps.exif_transpose(source)
+            img = _centre_square(_rgb_or_unit_grey(upright, _declared_bits(source)), image_size)
     except FileNotFoundError:
         raise DatasetError(f"image file {path!r} does not exist") from None
-    except OSError as exc:
-        raise DatasetError(f"cannot read image file {path!r} as an image: {exc}") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    except Exception as exc:  # corrupt files make PIL raise OSError, SyntaxError, ValueError, struct.error, ...
+        raise DatasetError(f"cannot decode image file {path!r}: {type(exc).__name__}: {exc}") from None
+    if img.mode == "RGB":
+        array = np.asarray(img, dtype=np.float32) / 255.0
+    else:  # unit-range greyscale; bicubic resizing overshoots [0, 1] next to sharp edges
+        array = np.repeat(np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)[:, :, None], 3, axis=2)
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
 def resize_square(pixels: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -484,7 +557,8 @@ class ConceptDataset:
         path = self._image_paths[i]  # type: ignore[index]
         cached = self._file_cache.get(path)
         if cached is None:
-            cached = load_image_file(path, self.image_size)
+            # Cached as uint8: a quarter of float32's memory, and 8 bits is what a model input needs.
+            cached = load_image_file(path, self.image_size).mul_(255.0).round_().to(torch.uint8)
             self._file_cache[path] = cached
         return cached
 

@@ -15,6 +15,7 @@ the hierarchy is its label; all listed concepts and their ancestors are the conc
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from pathlib import Path
@@ -27,18 +28,43 @@ HIERARCHY_FILE = "hierarchy.json"
 PROMPTS_FILE = "prompts.json"
 
 
+def _not_utf8(path: Path, error: UnicodeDecodeError, line_no: int | None = None) -> DatasetError:
+    """The one-line error for a text file that is not UTF-8 (e.g. saved as Latin-1 or UTF-16)."""
+    where = f"{path} line {line_no}" if line_no is not None else str(path)
+    return DatasetError(f"{where}: byte {error.object[error.start]:#04x} at position {error.start} is "
+                        f"not valid UTF-8; the file must be saved as UTF-8")
+
+
 def read_json_file(path: Path, what: str):
-    """Parse a JSON file, raising a one-line :class:`DatasetError` naming it on failure."""
+    """Parse a UTF-8 JSON file, raising a one-line :class:`DatasetError` naming it on failure."""
     try:
-        text = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise DatasetError(f"missing {what} file {str(path)!r}") from None
     except OSError as exc:
         raise DatasetError(f"cannot read {what} file {str(path)!r}: {exc.strerror or exc}") from None
     try:
+        text = raw.decode("utf-8-sig")  # tolerate a byte-order mark
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+    if not text.strip():
+        raise DatasetError(f"{path}: the {what} file is empty; expected JSON")
+    try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path} line {exc.lineno}: malformed JSON ({exc.msg})") from None
+
+
+def read_text_lines(path: Path):
+    """Yield ``(line number, text)`` of a UTF-8 text file; a non-UTF-8 line raises :class:`DatasetError`."""
+    with open(path, "rb") as handle:  # bytes: a decoding error can then name its line
+        for line_no, raw in enumerate(handle, start=1):
+            if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]  # tolerate a byte-order mark
+            try:
+                yield line_no, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(path, exc, line_no) from None
 
 
 def read_hierarchy_file(path: Path) -> ConceptHierarchy:
@@ -110,48 +136,47 @@ def load_folder(path: str | os.PathLike, image_size: int = 32) -> ConceptDataset
 
     image_paths, captions, labels, pair_concepts, splits = [], [], [], [], []
     required = ("image", "caption", "concepts", "split")
-    with open(pairs_path, encoding="utf-8-sig") as handle:  # tolerate a byte-order mark
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{pairs_path} line {line_no}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(record, dict):
-                raise DatasetError(f"{where}: expected a JSON object with keys {', '.join(required)}")
-            missing = [k for k in required if k not in record]
-            if missing:
-                raise DatasetError(f"{where}: missing key(s) {', '.join(missing)} (each line needs {', '.join(required)})")
-            image, caption, concepts, split = (record[k] for k in required)
-            if not isinstance(image, str) or not image:
-                raise DatasetError(f"{where}: 'image' must be a non-empty path string, got {image!r}")
-            if not isinstance(caption, str):
-                raise DatasetError(f"{where}: 'caption' must be a string, got {caption!r}")
-            if isinstance(concepts, str):
-                concepts = [concepts]
-            if not isinstance(concepts, list) or not concepts or not all(isinstance(c, str) for c in concepts):
-                raise DatasetError(f"{where}: 'concepts' must be a non-empty list of concept names, got {concepts!r}")
-            unknown = [c for c in concepts if c not in hierarchy]
-            if unknown:
-                raise DatasetError(
-                    f"{where}: concept(s) {', '.join(map(repr, unknown))} not in {HIERARCHY_FILE} "
-                    f"(known: {', '.join(hierarchy.concepts()[:30])}{', ...' if len(hierarchy) > 30 else ''})"
-                )
-            label = primary_leaf(concepts, hierarchy)
-            if label is None:
-                raise DatasetError(f"{where}: none of the concepts {concepts!r} is a leaf of the hierarchy; name at least one leaf")
-            if split not in SPLIT_NAMES:
-                raise DatasetError(f"{where}: 'split' must be 'train' or 'test', got {split!r}")
-            image_path = Path(image) if os.path.isabs(image) else root / image
-            if not image_path.is_file():
-                raise DatasetError(f"{where}: image file {str(image_path)!r} does not exist")
-            image_paths.append(str(image_path))
-            captions.append(caption)
-            labels.append(label)
-            pair_concepts.append(concepts)
-            splits.append(split)
+    for line_no, line in read_text_lines(pairs_path):
+        if not line.strip():
+            continue
+        where = f"{pairs_path} line {line_no}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise DatasetError(f"{where}: expected a JSON object with keys {', '.join(required)}")
+        missing = [k for k in required if k not in record]
+        if missing:
+            raise DatasetError(f"{where}: missing key(s) {', '.join(missing)} (each line needs {', '.join(required)})")
+        image, caption, concepts, split = (record[k] for k in required)
+        if not isinstance(image, str) or not image:
+            raise DatasetError(f"{where}: 'image' must be a non-empty path string, got {image!r}")
+        if not isinstance(caption, str):
+            raise DatasetError(f"{where}: 'caption' must be a string, got {caption!r}")
+        if isinstance(concepts, str):
+            concepts = [concepts]
+        if not isinstance(concepts, list) or not concepts or not all(isinstance(c, str) for c in concepts):
+            raise DatasetError(f"{where}: 'concepts' must be a non-empty list of concept names, got {concepts!r}")
+        unknown = [c for c in concepts if c not in hierarchy]
+        if unknown:
+            raise DatasetError(
+                f"{where}: concept(s) {', '.join(map(repr, unknown))} not in {HIERARCHY_FILE} "
+                f"(known: {', '.join(hierarchy.concepts()[:30])}{', ...' if len(hierarchy) > 30 else ''})"
+            )
+        label = primary_leaf(concepts, hierarchy)
+        if label is None:
+            raise DatasetError(f"{where}: none of the concepts {concepts!r} is a leaf of the hierarchy; name at least one leaf")
+        if split not in SPLIT_NAMES:
+            raise DatasetError(f"{where}: 'split' must be 'train' or 'test', got {split!r}")
+        image_path = Path(image) if os.path.isabs(image) else root / image
+        if not image_path.is_file():
+            raise DatasetError(f"{where}: image file {str(image_path)!r} does not exist")
+        image_paths.append(str(image_path))
+        captions.append(caption)
+        labels.append(label)
+        pair_concepts.append(concepts)
+        splits.append(split)
     if not captions:
         raise DatasetError(f"{pairs_path}: no pairs; expected one JSON object per line")
 

@@ -1,0 +1,56 @@
+"""A check that every image file of a dataset decodes, run once before any training.
+
+File-based datasets decode their images lazily, so without this check a corrupt file would stop a
+run hours in. This module imports only torch (through ``base``), PIL and tqdm.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from tqdm.auto import tqdm
+
+from .base import ConceptDataset, DatasetError, load_image_file
+
+#: How many bad files a :class:`DatasetError` lists (the count covers all of them).
+LISTED_BAD_FILES = 5
+
+
+def _decode_problem(path: str, image_size: int) -> str | None:
+    """Why ``path`` cannot be decoded (the :class:`DatasetError` message), or ``None`` when it can."""
+    try:
+        load_image_file(path, image_size)  # decoded and dropped: the check keeps no pixels
+    except DatasetError as exc:
+        return str(exc)
+    return None
+
+
+def validate_images(dataset: ConceptDataset, *, progress: bool = True, workers: int | None = None) -> None:
+    """Decode every image file of ``dataset`` once; raise :class:`DatasetError` if any fails.
+
+    The message says how many files are bad and names the first :data:`LISTED_BAD_FILES` of them
+    (path and reason), in dataset order. Files already in the dataset's cache decoded before and are
+    skipped; decoded pixels are dropped, never cached. In-memory datasets (``shapes``, ``digits``,
+    CIFAR pickles) have no files and return at once. ``workers`` threads decode in parallel (PIL
+    releases the GIL while decoding); the default is the number of CPUs, at most 8.
+    """
+    paths = dataset._image_paths or []  # None for in-memory datasets
+    unique = [p for p in dict.fromkeys(paths) if p not in dataset._file_cache]  # COCO pairs share files
+    if not unique:
+        return
+    workers = workers or min(8, os.cpu_count() or 1)
+    if workers < 1:
+        raise DatasetError(f"validate_images needs at least one worker, got {workers}")
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(_decode_problem, unique, [dataset.image_size] * len(unique))
+        bar = tqdm(results, total=len(unique), desc=f"checking {dataset.name} images",
+                   unit="file", disable=not progress)
+        problems = [p for p in bar if p is not None]
+    if problems:
+        listed = "; ".join(problems[:LISTED_BAD_FILES])
+        more = f"; ... ({len(problems) - LISTED_BAD_FILES} more)" if len(problems) > LISTED_BAD_FILES else ""
+        raise DatasetError(
+            f"{dataset.name}: {len(problems)} of {len(unique)} image files cannot be decoded; fix or "
+            f"remove them before training: {listed}{more}"
+        )
