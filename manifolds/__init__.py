@@ -7,7 +7,15 @@ loss code works on either geometry without branching. The formulas live in the p
 :mod:`manifolds.lorentz_math` and :mod:`manifolds.euclidean_math`.
 """
 
-from .euclidean import Euclidean
-from .lorentz import Lorentz
+import warnings
+
+with warnings.catch_warnings():
+    # geoopt decorates some of its functions with torch.jit.script, deprecated since torch 2.9; the
+    # notice concerns geoopt's code, not the user's, and would otherwise open every command's output.
+    warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
+    import geoopt  # noqa: F401
+
+from .euclidean import Euclidean  # noqa: E402
+from .lorentz import Lorentz  # noqa: E402
 
 __all__ = ["Lorentz", "Euclidean"]

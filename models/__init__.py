@@ -5,6 +5,7 @@
 >>> clip = models.create_model("clip-tiny")      # L2-normalised head, cosine similarity
 """
 
+import manifolds  # noqa: F401  (first: it imports geoopt without its torch.jit.script notice)
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TextConfig, VisionConfig, register_config
 from .factory import Tokenizer, create_model, get_tokenizer, list_models, model_config

@@ -174,19 +174,23 @@ class ImageTextModel(nn.Module):
             self.geometry, text_embeddings, image_embeddings, min_radius=self.config.min_radius
         ).mean()
 
-    def pretraining_loss(self, images: torch.Tensor, tokens: torch.Tensor) -> dict:
+    def pretraining_loss(self, images: torch.Tensor, tokens: torch.Tensor, *,
+                         entailment_weight: float | None = None) -> dict:
         """MERU: contrastive + 0.2 × entailment; CLIP: contrastive (``entailment_weight = 0``).
 
-        Returns a dict with ``loss`` (to minimise), ``contrastive`` and ``entailment``."""
+        ``entailment_weight`` overrides the config's weight for this call (pretraining warms it up
+        from 0, see ``benchmarks.pretrain.entailment_weight_at``). Returns a dict with ``loss`` (to
+        minimise), ``contrastive`` and, when its weight is not 0, ``entailment``."""
+        weight = self.config.entailment_weight if entailment_weight is None else entailment_weight
         image_embeddings = self.encode_image(images)
         text_embeddings = self.encode_text(tokens)
         contrastive = self.contrastive_loss(image_embeddings, text_embeddings)
         losses = {"contrastive": contrastive}
         loss = contrastive
-        if self.config.entailment_weight:
+        if weight:
             entailment = self.entailment_loss(image_embeddings, text_embeddings)
             losses["entailment"] = entailment
-            loss = loss + self.config.entailment_weight * entailment
+            loss = loss + weight * entailment
         losses["loss"] = loss
         return losses
 

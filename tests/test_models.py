@@ -138,6 +138,10 @@ def test_pretraining_loss_decomposition(meru, clip, monkeypatch):
     assert out["contrastive"].item() == pytest.approx(contrastive, rel=1e-5)
     assert out["entailment"].item() == pytest.approx(entailment, rel=1e-5)
     assert out["loss"].item() == pytest.approx(contrastive + 0.2 * entailment, rel=1e-5)
+    # Pretraining's entailment warm-up overrides the weight for one call; 0 drops the term.
+    warming = meru.pretraining_loss(images, tokens, entailment_weight=0.05)
+    assert warming["loss"].item() == pytest.approx(contrastive + 0.05 * entailment, rel=1e-5)
+    assert set(meru.pretraining_loss(images, tokens, entailment_weight=0.0)) == {"loss", "contrastive"}
 
     # CLIP: cosine logits, the same InfoNCE, no entailment term
     u = [[1.0, 0.0, 0.0], [0.0, 0.6, 0.8]]

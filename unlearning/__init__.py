@@ -6,6 +6,7 @@
 >>> objective = unlearning.create_objective("hac", norm_weight=0.0)
 """
 
+import manifolds  # noqa: F401  (first: it imports geoopt without its torch.jit.script notice)
 from . import objectives  # noqa: F401  (registers the objectives)
 from .data import Batch, Embeddings, UnlearningData, ZeroShotProbe
 from .mismatch import STRATEGIES, mismatched_targets
