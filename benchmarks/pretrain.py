@@ -265,10 +265,7 @@ def _main(args) -> int:
         raise ValueError(f"--checkpoint-minutes must be positive, got {args.checkpoint_minutes}")
     device = resolve_device(args.device)
     model_name = args.model or DEFAULT_MODELS[args.geometry]
-    try:
-        config = models.model_config(model_name)
-    except KeyError:
-        raise ValueError(f"--model {model_name}: unknown model config; known: {', '.join(models.list_models())}") from None
+    config = models.model_config(model_name)  # a ValueError listing the known names
     if config.geometry != args.geometry:
         raise ValueError(f"--model {model_name} is {config.geometry}, but --geometry is {args.geometry}")
     dataset = load_dataset(args.dataset, seed=args.seed, image_size=config.vision.image_size)

@@ -16,6 +16,7 @@ with warnings.catch_warnings():
     import geoopt  # noqa: F401
 
 from .euclidean import Euclidean  # noqa: E402
+from .interval import Interval  # noqa: E402
 from .lorentz import Lorentz  # noqa: E402
 
-__all__ = ["Lorentz", "Euclidean"]
+__all__ = ["Lorentz", "Euclidean", "Interval"]

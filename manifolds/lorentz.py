@@ -10,6 +10,7 @@ import torch
 
 from . import lorentz_math as lm
 from ._precision import full_precision
+from .interval import Interval
 
 
 class Lorentz(geoopt.Manifold):
@@ -52,15 +53,22 @@ class Lorentz(geoopt.Manifold):
         # float32 operands, so float32 code pays nothing for it.
         log_c = torch.tensor(math.log(c), dtype=torch.float64)
         if learnable:
-            self.log_c = torch.nn.Parameter(log_c)
+            # Riemannian Adam keeps log c inside log(c_range) by its retraction, with the gradient
+            # alive on the bounds (see Interval).
+            self.log_c = geoopt.ManifoldParameter(log_c, manifold=Interval(math.log(low), math.log(high)))
         else:
             self.register_buffer("log_c", log_c)
 
     @property
     def c(self) -> torch.Tensor:
-        """Curvature magnitude, ``exp(log_c)`` clamped to ``c_range`` (0-dim tensor)."""
+        """Curvature magnitude ``exp(log_c)``, its value clamped to ``c_range`` (0-dim tensor).
+
+        Training keeps ``log_c`` in range (:class:`~manifolds.interval.Interval`); the clamp serves
+        values set from outside (a loaded file) and passes the gradient straight through, because
+        ``torch.clamp``'s is zero on a bound, which would freeze a curvature that reaches one."""
         low, high = self.c_range
-        return self.log_c.clamp(math.log(low), math.log(high)).exp()
+        clamped = self.log_c.clamp(math.log(low), math.log(high))
+        return (self.log_c + (clamped - self.log_c).detach()).exp()
 
     @property
     def k(self) -> torch.Tensor:

@@ -796,13 +796,17 @@ def test_riemannian_adam_with_learnable_curvature():
     assert all_finite(points)
     assert torch.all(relative_constraint_error(points, c) < 1e-4)
     assert losses[-1] < losses[0]
-    # Pushed far out of range, the curvature reads as the clamp end and gets no gradient.
+    # Set far out of range (as a file may hold), the curvature reads as the clamp end and its
+    # gradient still flows (a zero gradient there froze the curvature for good), and one Riemannian
+    # Adam step brings log c back into the range.
     with torch.no_grad():
         L.log_c.fill_(math.log(1e3))
     L.log_c.grad = None
     contrastive_loss(L, L.projx(points)).backward()
     assert float(L.c.detach()) == pytest.approx(L.c_range[1])
-    assert float(L.log_c.grad) == 0.0
+    assert float(L.log_c.grad) != 0.0
+    geoopt.optim.RiemannianAdam([L.log_c], lr=1e-3).step()
+    assert math.log(L.c_range[0]) <= float(L.log_c) <= math.log(L.c_range[1])
 
 
 # ============================================================ 7. exact values (mpmath, 50 digits)
@@ -1021,3 +1025,31 @@ def test_norm_of_zero_null_and_rounded_vectors(dtype):
     assert all_finite(norms, grad)
     assert torch.all(norms >= 0)
     assert float(norms[-1]) == pytest.approx(5.0)
+
+
+# ------------------------------------------------------------------------- learnable curvature
+@pytest.mark.parametrize("start,target", [(0.1, 1.0), (10.0, 1.0), (1.0, 1e-3), (1.0, 1e3)])
+def test_learnable_curvature_stays_in_range_and_leaves_a_bound(start, target):
+    """Riemannian Adam keeps ``log c`` inside ``c_range`` and a curvature on a bound still learns:
+    ``torch.clamp`` in the forward pass has a zero gradient on its bounds, which froze it there."""
+    manifold = Lorentz(c=1.0, learnable=True, c_range=(0.1, 10.0))
+    with torch.no_grad():
+        manifold.log_c.fill_(math.log(start))
+    optimizer = geoopt.optim.RiemannianAdam([manifold.log_c], lr=0.05)
+    for _ in range(200):
+        optimizer.zero_grad()
+        (manifold.c.log() - math.log(target)).pow(2).backward()
+        assert manifold.log_c.grad.abs().item() > 0 or manifold.c.item() == pytest.approx(target)
+        optimizer.step()
+        assert 0.1 * (1 - 1e-12) <= manifold.c.item() <= 10.0 * (1 + 1e-12)
+    expected = min(max(target, 0.1), 10.0)  # the target, or the bound nearest to it
+    assert manifold.c.item() == pytest.approx(expected, rel=1e-2)
+
+
+def test_curvature_read_from_outside_its_range_is_clamped_with_a_live_gradient():
+    manifold = Lorentz(c=1.0, learnable=True, c_range=(0.5, 2.0))
+    with torch.no_grad():
+        manifold.log_c.fill_(math.log(8.0))  # as a loaded file may hold
+    assert manifold.c.item() == pytest.approx(2.0)
+    manifold.c.backward()
+    assert manifold.log_c.grad.item() == pytest.approx(2.0)  # d exp(log c) / d log c, straight through

@@ -1,0 +1,31 @@
+"""Small datasets in the project's folder format (``pairs.jsonl`` + ``hierarchy.json`` + PNGs),
+written by tests that drive the command-line tools on real files."""
+
+import itertools
+import json
+from pathlib import Path
+
+from PIL import Image
+
+HIERARCHY = {"circle": "shape", "square": "shape", "shape": None}
+COLOURS = {"circle": (200, 30, 30), "square": (30, 30, 200)}
+
+
+def pairs(train: int = 8, test: int = 4, leaves=("circle", "square")) -> list:
+    """``(caption, leaf, split)`` of a small dataset: ``train`` and ``test`` pairs per leaf."""
+    return [(f"a {size} {leaf}.", leaf, split)
+            for leaf in leaves
+            for split, count in (("train", train), ("test", test))
+            for size in itertools.islice(itertools.cycle(["small", "large", "red", "blue"]), count)]
+
+
+def write_dataset(root: Path, rows: list, hierarchy: dict = HIERARCHY) -> Path:
+    """A dataset in the folder format at ``root``, one small PNG per pair."""
+    (root / "imgs").mkdir(parents=True)
+    with open(root / "pairs.jsonl", "w") as file:
+        for number, (caption, leaf, split) in enumerate(rows):
+            Image.new("RGB", (8, 8), COLOURS.get(leaf, (0, 160, 0))).save(root / "imgs" / f"{number}.png")
+            file.write(json.dumps({"image": f"imgs/{number}.png", "caption": caption, "concepts": [leaf],
+                                   "split": split}) + "\n")
+    (root / "hierarchy.json").write_text(json.dumps(hierarchy))
+    return root
