@@ -214,8 +214,9 @@ def infer_released_model_name(state_dict: Mapping, path=None) -> str:
 
 
 def load_released_checkpoint(path, model_name: str | ModelConfig | None = None, *, map_location="cpu",
-                             weights_only: bool = True) -> ImageTextModel:
-    """Load a released MERU or CLIP checkpoint (``meru_vit_{s,b,l}.pth``, ``clip_vit_{s,b,l}.pth``).
+                             weights_only: bool = True) -> tuple:
+    """Load a released MERU or CLIP checkpoint (``meru_vit_{s,b,l}.pth``, ``clip_vit_{s,b,l}.pth``):
+    ``(model, metadata)`` like every loader here (:func:`file_metadata`).
 
     ``model_name`` (a registered name or a :class:`ModelConfig` of the same layout) is inferred from
     the weights when omitted (see :func:`infer_released_model_name`). The loaded model reproduces
@@ -225,8 +226,16 @@ def load_released_checkpoint(path, model_name: str | ModelConfig | None = None, 
 
     Raises :class:`CheckpointError` (naming the file) for an unreadable file, a geometry or size
     mismatch, or missing/unexpected keys (listed)."""
-    return released_model_from_payload(_read(path, weights_only=weights_only, what="released checkpoint"),
-                                       path, model_name, map_location=map_location)
+    model = released_model_from_payload(_read(path, weights_only=weights_only, what="released checkpoint"),
+                                        path, model_name, map_location=map_location)
+    return model, file_metadata(path, model, "released")
+
+
+def file_metadata(path, model: ImageTextModel, source: str) -> dict:
+    """What a loader knows about a file that is not one of our checkpoints: where it came from
+    (``source``: ``"released"`` or ``"open_clip"``), the file and the config it was read into. Such
+    files record no dataset, classes or pretraining (our checkpoints' metadata does)."""
+    return {"source": source, "file": str(path), "model": model.config.name}
 
 
 def released_model_from_payload(payload, path, model_name: str | ModelConfig | None = None, *,
@@ -269,8 +278,8 @@ def released_model_from_payload(payload, path, model_name: str | ModelConfig | N
 def load_model_file(path, model_name: str | ModelConfig | None = None, *, expected_geometry: str | None = None,
                     map_location="cpu", weights_only: bool = True):
     """Any model file this toolkit reads: one of our checkpoints, or a released MERU/CLIP ``.pth``
-    (told apart by their contents, read once). Returns ``(model, metadata)``; a released file has no
-    metadata (``{}``). ``model_name`` only matters for a released file whose weights do not say its
+    (told apart by their contents, read once). Returns ``(model, metadata)``: a released file's
+    metadata is :func:`file_metadata`'s. ``model_name`` only matters for a released file whose weights do not say its
     size (:func:`infer_released_model_name`); ``expected_geometry`` rejects the other geometry."""
     payload = _read(path, weights_only=weights_only, what="checkpoint")
     if is_our_checkpoint(payload):
@@ -281,7 +290,7 @@ def load_model_file(path, model_name: str | ModelConfig | None = None, *, expect
             f"checkpoint {path}: holds a {model.config.geometry} model ({model.config.name}), "
             f"expected a {expected_geometry} model"
         )
-    return model, {}
+    return model, file_metadata(path, model, "released")
 
 
 def _released_config(name: str, path) -> ModelConfig:
@@ -334,8 +343,9 @@ def convert_open_clip_state_dict(state_dict: Mapping) -> dict:
 
 
 def load_open_clip_state_dict(path, arch, *, map_location="cpu", image_mean=None, image_std=None,
-                              weights_only: bool = True) -> ImageTextModel:
-    """Load an open_clip state dict from a local file into ``create_model("open_clip:" + arch)``.
+                              weights_only: bool = True) -> tuple:
+    """Load an open_clip state dict from a local file into ``create_model("open_clip:" + arch)``:
+    ``(model, metadata)`` like every loader here (:func:`file_metadata`).
 
     ``arch`` is an open_clip architecture name (``"ViT-B-32"``, with or without ``open_clip:``) or
     an open_clip model-config dict (``embed_dim``, ``vision_cfg``, ``text_cfg``, optionally
@@ -382,4 +392,4 @@ def load_open_clip_state_dict(path, arch, *, map_location="cpu", image_mean=None
         "pixel_std": torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1),
     })
     _load_into(model, weights, path, optional=set(_OWN_CONSTANTS))
-    return model.to(map_location)
+    return model.to(map_location), file_metadata(path, model, "open_clip")

@@ -196,7 +196,9 @@ def meru_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def meru_model(meru_file):
     path, _ = meru_file
-    return models.load_released_checkpoint(path, tiny_config("lorentz")).eval()
+    model, metadata = models.load_released_checkpoint(path, tiny_config("lorentz"))
+    assert metadata == {"source": "released", "file": str(path), "model": model.config.name}
+    return model.eval()
 
 
 def test_meru_text_matches_hand_written_forward(meru_file, meru_model):
@@ -251,7 +253,7 @@ def test_every_released_key_is_consumed(meru_file):
 def test_clip_checkpoint_with_root_key(tmp_path):
     state = released_state_dict("euclidean", seed=3)
     path = write_released(tmp_path / "clip_vit_tiny.pth", state, root="/checkpoints/clip")
-    model = models.load_released_checkpoint(path, tiny_config("euclidean")).eval()
+    model = models.load_released_checkpoint(path, tiny_config("euclidean"))[0].eval()
     assert isinstance(model, models.CLIP)
     tokens = tokens_batch()
     images = torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(4))
@@ -398,7 +400,8 @@ def assert_matches_open_clip(ours, reference, mean=OPENAI_MEAN, std=OPENAI_STD):
 def test_open_clip_state_dict_from_config_dict(open_clip_model, tmp_path):
     path = tmp_path / "tiny_open_clip.pt"
     torch.save(open_clip_model.state_dict(), path)
-    ours = models.load_open_clip_state_dict(path, OPEN_CLIP_CFG)
+    ours, metadata = models.load_open_clip_state_dict(path, OPEN_CLIP_CFG)
+    assert metadata["source"] == "open_clip" and metadata["file"] == str(path)
     assert isinstance(ours, models.CLIP)
     torch.testing.assert_close(ours.visual_proj.detach(), torch.eye(24))
     assert_matches_open_clip(ours, open_clip_model)
@@ -413,8 +416,8 @@ def test_open_clip_wrapped_state_dict_with_module_prefix(open_clip_model, tmp_pa
     path = tmp_path / "epoch_3.pt"
     wrapped = {f"module.{k}": v for k, v in open_clip_model.state_dict().items()}
     torch.save({"epoch": 3, "name": "run", "state_dict": wrapped}, path)
-    ours = models.load_open_clip_state_dict(path, OPEN_CLIP_CFG, image_mean=(0.5, 0.5, 0.5),
-                                            image_std=(0.25, 0.25, 0.25))
+    ours, _ = models.load_open_clip_state_dict(path, OPEN_CLIP_CFG, image_mean=(0.5, 0.5, 0.5),
+                                               image_std=(0.25, 0.25, 0.25))
     half = torch.full((1, 3, 1, 1), 0.5)
     assert_matches_open_clip(ours, open_clip_model, mean=half, std=half / 2)
 
@@ -427,7 +430,7 @@ def test_open_clip_state_dict_by_architecture_name(open_clip_model, tmp_path):
     open_clip.add_model_config(tmp_path / f"{name}.json")
     path = tmp_path / "tiny.bin"
     torch.save(open_clip_model.state_dict(), path)
-    ours = models.load_open_clip_state_dict(path, name)
+    ours, _ = models.load_open_clip_state_dict(path, name)
     assert ours.config.name == f"open_clip:{name}"
     assert_matches_open_clip(ours, open_clip_model)
 
@@ -473,7 +476,7 @@ def test_run_unlearns_a_released_meru_file(cli_config, tmp_path, capsys):
     config = models.model_config(CLI_CONFIG)
     state = released_state_dict("lorentz", vocab=config.text.vocab_size, context=config.text.context_length)
     path = write_released(tmp_path / "meru_vit_tiny.pth", state)
-    reference = models.load_released_checkpoint(path, CLI_CONFIG)
+    reference, _ = models.load_released_checkpoint(path, CLI_CONFIG)
     args = ["--geometry", "lorentz", "--checkpoint", str(path), "--forget", "star", "--steps", "2",
             "--no-early-stop", "--out", str(tmp_path / "out"), "--no-figures", "--no-progress"]
 
@@ -495,7 +498,10 @@ def test_run_unlearns_a_released_meru_file(cli_config, tmp_path, capsys):
 def test_load_model_file_reads_ours_and_released_files(meru_file, tmp_path):
     path, _ = meru_file
     released, metadata = models.load_model_file(path, tiny_config("lorentz"), expected_geometry="lorentz")
-    assert metadata == {} and released.config.name == "test-released-meru-tiny"
+    assert metadata == {"source": "released", "file": str(path), "model": "test-released-meru-tiny"}
+    # Both loaders give the same kind of answer for the same file.
+    direct, direct_metadata = models.load_released_checkpoint(path, tiny_config("lorentz"))
+    assert direct_metadata == metadata and type(direct) is type(released)
     models.save_checkpoint(tmp_path / "ours.pt", released, {"note": "converted"})
     ours, metadata = models.load_model_file(tmp_path / "ours.pt")
     assert metadata == {"note": "converted"}
