@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +15,18 @@ import torch
 
 import models
 from models.checkpoint import atomic_write
+
+from .fingerprints import dataset_fingerprint
+
+
+class InputError(ValueError):
+    """An input the user can fix (a command-line value, a file, a dataset): the command reports it
+    in one line and exits with status 2."""
+
+
+def tell(message: str) -> None:
+    """Show the user a progress note or warning (on stderr: stdout carries the command's result)."""
+    print(message, file=sys.stderr)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -57,6 +72,12 @@ class EncodedDataset:
             tokenizer=tokenizer,
         )
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """:func:`~benchmarks.fingerprints.dataset_fingerprint` of the dataset, computed once (for
+        file-backed data it looks at every image file)."""
+        return dataset_fingerprint(self.dataset)
+
     def concept_prompt_tokens(self, concept: str) -> torch.Tensor:
         return self.tokenizer(self.dataset.prompts(concept))
 
@@ -79,5 +100,31 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write(path, lambda file: file.write(text), binary=False)
 
 
+def finite_json(value):
+    """``value`` with every NaN or infinite float replaced by ``None``; in a dict, the entry
+    ``<key>_reason`` says what the number was, so that a reader can tell "not measured" apart."""
+    if isinstance(value, dict):
+        cleaned = {}
+        for key, item in value.items():
+            cleaned[key] = finite_json(item)
+            if _is_non_finite(item):
+                cleaned[f"{key}_reason"] = f"not a finite number ({item})"
+        return cleaned
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    return None if _is_non_finite(value) else value
+
+
+def _is_non_finite(value) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def strict_json(value, **options) -> str:
+    """Standard JSON (no ``NaN``/``Infinity``, which most JSON readers reject) of ``value``, with
+    non-finite floats written as ``null`` by :func:`finite_json`."""
+    return json.dumps(finite_json(value), allow_nan=False, sort_keys=True, **options)
+
+
 def write_json(path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """Write ``data`` to ``path`` as strict, indented JSON, atomically."""
+    atomic_write_text(path, strict_json(data, indent=2) + "\n")

@@ -17,7 +17,11 @@ import torch
 import models
 import unlearning
 
-from .common import EncodedDataset, atomic_write_text
+from models.checkpoint import model_from_payload, read_checkpoint
+
+from .common import EncodedDataset, InputError, atomic_write_text, finite_json, strict_json, tell
+from .fingerprints import json_fingerprint, short
+from .locks import hold_lock
 from .pretrain import DEFAULT_MODELS, checkpoint_metadata, default_settings, pretrain
 
 # Default objective per geometry: the method each geometry's paper proposes.
@@ -65,27 +69,98 @@ class RunSpec:
         return data
 
 
-def pretrained_model(geometry: str, data: EncodedDataset, *, cache_dir: Path, device, progress: bool):
-    """The cached pretrained default model for this geometry and dataset (trained now, resumably,
-    when missing)."""
+PRETRAINING_SEED = 0
+
+
+def pretrained_entry(geometry: str, data: EncodedDataset, cache_dir) -> tuple:
+    """``(path, fingerprint)`` of the cache entry holding the default pretrained model of
+    ``geometry`` for ``data``. The fingerprint covers everything the model depends on — the
+    dataset's content, the model config, the pretraining settings and seed — and a short form of it
+    is part of the file name, so two datasets that share a name never share an entry."""
     name = DEFAULT_MODELS[geometry]
-    path = Path(cache_dir) / f"{name}-{data.dataset.name}-seed0.pt"
-    if not _finished(path):
-        torch.manual_seed(0)
-        model = models.create_model(name)
-        pretrain(model, data, seed=0, device=device, checkpoint=path,
-                 metadata=checkpoint_metadata(data, 0), progress=progress, **default_settings(data.dataset.name))
-    model, metadata = models.load_checkpoint(path, expected_geometry=geometry)
-    check_classes(path, metadata, data)  # the cache is keyed by dataset *name*: two folders may share it
+    fingerprint = json_fingerprint({
+        "dataset": data.fingerprint,
+        "model": models.model_config(name).to_dict(),
+        "settings": default_settings(data.dataset.name),
+        "seed": PRETRAINING_SEED,
+    })
+    path = Path(cache_dir) / f"{name}-{data.dataset.name}-{short(fingerprint)}-seed{PRETRAINING_SEED}.pt"
+    return path, fingerprint
+
+
+def pretrained_model(geometry: str, data: EncodedDataset, *, cache_dir: Path, device, progress: bool,
+                     lock_timeout: float | None = None, notify=tell):
+    """The cached pretrained default model for this geometry and dataset (trained now, resumably,
+    when missing). One command at a time trains an entry: another one waits for it (``notify``
+    says who it waits for; past ``lock_timeout`` seconds it gives up with
+    :class:`~benchmarks.locks.LockBusy`) and then reuses the finished checkpoint."""
+    path, fingerprint = pretrained_entry(geometry, data, cache_dir)
+    with hold_lock(path.with_name(path.name + ".lock"), f"the pretrained-model cache entry {path}",
+                   timeout=lock_timeout, notify=notify):
+        found = _finished_entry(path) or _legacy_entry(geometry, data, cache_dir, notify)
+        if found is None:
+            _pretrain_entry(path, fingerprint, geometry, data, device=device, progress=progress)
+            found = path, read_checkpoint(path)
+    path, payload = found
+    model, metadata = model_from_payload(payload, path, expected_geometry=geometry)
+    check_classes(path, metadata, data)
     return model.to(device).eval()
 
 
-def _finished(path: Path) -> bool:
-    if not path.exists():
-        return False
-    from models.checkpoint import read_checkpoint
+def _pretrain_entry(path: Path, fingerprint: str, geometry: str, data: EncodedDataset, *, device,
+                    progress: bool) -> None:
+    """Pretrain the default model of ``geometry`` on ``data`` into the cache entry ``path`` (resuming
+    an interrupted run there); its metadata records the fingerprints it was keyed by."""
+    torch.manual_seed(PRETRAINING_SEED)  # before building: reproducible initial weights
+    model = models.create_model(DEFAULT_MODELS[geometry])
+    check_vocabulary(model, data)
+    metadata = {**checkpoint_metadata(data, PRETRAINING_SEED), "dataset_fingerprint": data.fingerprint,
+                "cache_fingerprint": fingerprint}
+    pretrain(model, data, seed=PRETRAINING_SEED, device=device, checkpoint=path, metadata=metadata,
+             progress=progress, **default_settings(data.dataset.name))
 
-    return bool(read_checkpoint(path).get("train_state", {}).get("finished"))
+
+def check_vocabulary(model, data: EncodedDataset) -> None:
+    """Refuse, before any training, a dataset with more distinct words than the compact vocabulary
+    of ``model`` holds (pretraining builds the same vocabulary again: this call only fails early,
+    with a message saying what to do)."""
+    if not model.config.text.compact_vocabulary:
+        return
+    try:
+        model.build_vocabulary(torch.cat([data.tokens, *data.prompt_tokens]))
+    except ValueError as error:
+        raise InputError(
+            f"dataset {data.dataset.name!r} does not fit the default {model.config.name} model: {error}, "
+            "pretrain it (python -m benchmarks.pretrain --model NAME) and pass it with --checkpoint; or use "
+            "captions with fewer distinct words"
+        ) from None
+
+
+def _finished_entry(path: Path) -> tuple | None:
+    """``(path, payload)`` of a finished pretraining checkpoint at ``path``; ``None`` when there is
+    none yet or it was interrupted (pretraining then resumes it)."""
+    if not path.exists():
+        return None
+    payload = read_checkpoint(path)
+    return (path, payload) if payload.get("train_state", {}).get("finished") else None
+
+
+def _legacy_entry(geometry: str, data: EncodedDataset, cache_dir, notify) -> tuple | None:
+    """A finished cache entry from before entries were keyed by fingerprint
+    (``<model>-<dataset name>-seed0.pt``), reused when it records this dataset's fingerprint or —
+    recording none — this dataset's classes and hierarchy (with a warning: its data may differ)."""
+    path = Path(cache_dir) / f"{DEFAULT_MODELS[geometry]}-{data.dataset.name}-seed{PRETRAINING_SEED}.pt"
+    found = _finished_entry(path)
+    if found is None:
+        return None
+    metadata = found[1].get("metadata", {})
+    if "dataset_fingerprint" in metadata:
+        return found if metadata["dataset_fingerprint"] == data.fingerprint else None
+    if metadata.get("classes") != list(data.classes) or metadata.get("hierarchy") != data.dataset.hierarchy.as_dict():
+        return None
+    notify(f"warning: reusing {path}: it predates cache entries keyed by dataset content and has this "
+           "dataset's classes, but may come from other data; delete it to pretrain again")
+    return found
 
 
 def check_classes(path, metadata: dict, data: EncodedDataset) -> None:
@@ -140,14 +215,11 @@ def run_one(spec: RunSpec, base_model, data: EncodedDataset, context, before: di
     from .audits import run_audits
 
     settings = {**trainer_settings(spec.method, len(spec.forget)), **(settings or {})}
-    objective = unlearning.create_objective(spec.method, **dict(spec.options))
     model = copy.deepcopy(base_model)
     train_data = unlearning_data(context, seed=spec.seed)
     _reset_peak_memory(device)
     began = time.perf_counter()
-    result = unlearning.unlearn(
-        model, train_data, objective, seed=spec.seed, device=device, progress=progress, **settings,
-    )
+    objective, result = _unlearn(spec, model, train_data, settings, device=device, progress=progress)
     unlearn_seconds = time.perf_counter() - began
     after = run_audits(model, context)
     record = {
@@ -170,6 +242,23 @@ def run_one(spec: RunSpec, base_model, data: EncodedDataset, context, before: di
     return record, model
 
 
+def unlearned_copy(spec: RunSpec, base_model, context, settings: dict, *, device, progress: bool = False):
+    """A copy of ``base_model`` unlearned as :func:`run_one` unlearned it for ``spec`` under the
+    trainer ``settings`` of its record (the same seed: the same model on CPU). Redrawing a finished
+    run's deleted figures needs it; its record stays as it is."""
+    model = copy.deepcopy(base_model)
+    _unlearn(spec, model, unlearning_data(context, seed=spec.seed), settings, device=device, progress=progress)
+    return model
+
+
+def _unlearn(spec: RunSpec, model, train_data, settings: dict, *, device, progress: bool) -> tuple:
+    """Unlearn ``spec``'s concepts from ``model`` in place: ``(objective, trainer result)``."""
+    objective = unlearning.create_objective(spec.method, **dict(spec.options))
+    result = unlearning.unlearn(model, train_data, objective, seed=spec.seed, device=device, progress=progress,
+                                **settings)
+    return objective, result
+
+
 def _reset_peak_memory(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -188,30 +277,49 @@ def _peak_memory_mb(device) -> float | None:
         return None
 
 
+class ResultsFileError(InputError):
+    """A damaged ``results.jsonl`` that cannot be repaired by dropping its torn last line."""
+
+
 @dataclass
 class ResultsFile:
     """``results.jsonl``: one JSON record per finished run. Every write replaces the file atomically
-    with its previous content plus the new line, so an interruption never leaves a partial record."""
+    with its previous content plus the new line, so this program never leaves a partial record; a
+    torn last line (another writer, a copy cut short) is dropped on reading and its run redone."""
 
     path: Path
     records: list = field(default_factory=list)
+    torn_line: int | None = None  # the number of the damaged last line dropped on reading
 
     @classmethod
     def open(cls, path) -> "ResultsFile":
+        """Read ``path`` (missing: no records). A damaged line other than the last one raises
+        :class:`ResultsFileError` naming the file and line: dropping it would silently lose a run."""
         path = Path(path)
-        records = []
-        if path.exists():
-            for number, line in enumerate(path.read_text().splitlines(), 1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as error:
-                        raise ValueError(f"{path}:{number}: not a JSON record ({error})") from None
-        return cls(path, records)
+        if not path.exists():
+            return cls(path)
+        text = path.read_bytes().decode("utf-8", errors="replace")  # a torn write may end mid-character
+        lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+        records = [_parse_record(line) for _, line in lines]
+        damaged = [number for (number, _), record in zip(lines, records) if record is None]
+        if damaged and damaged[0] != lines[-1][0]:
+            raise ResultsFileError(f"{path} line {damaged[0]}: not a JSON record of a run; repair or delete "
+                                   "that line (its run is then redone), or choose another --out")
+        return cls(path, [r for r in records if r is not None], damaged[0] if damaged else None)
 
     def keys(self) -> set:
         return {r["key"] for r in self.records}
 
     def append(self, record: dict) -> None:
-        self.records.append(record)
-        atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
+        """Add ``record`` (non-finite numbers become ``null``, see :func:`~benchmarks.common.finite_json`)."""
+        self.records.append(finite_json(record))
+        atomic_write_text(self.path, "".join(strict_json(r) + "\n" for r in self.records))
+
+
+def _parse_record(line: str) -> dict | None:
+    """The record a line holds, or ``None`` when it is not a JSON object with a run ``key``."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("key"), str) else None

@@ -144,7 +144,8 @@ def scaling_figure(path: Path, records: list) -> None:
                           (axes[1], "retain_accuracy", "retain accuracy ↑")):
         for label, by_count in series.items():
             counts = sorted(by_count)
-            values = [[m[key] for m in by_count[k]] for k in counts]
+            # A metric recorded as null (nothing to measure) is a gap in the curve, not an error.
+            values = [[np.nan if m.get(key) is None else m[key] for m in by_count[k]] for k in counts]
             ax.errorbar(counts, [np.mean(v) for v in values], yerr=[np.std(v) for v in values],
                         marker="o", capsize=4, label=label)
         ax.set_xscale("log", base=2), ax.set_xticks(sorted({len(r["forget"]) for r in records}))
@@ -154,11 +155,27 @@ def scaling_figure(path: Path, records: list) -> None:
     _save(fig, path)
 
 
-def write_figures(out: Path, spec, before_model, after_model, context, record: dict) -> None:
-    """Per-run figures for the first seed of each run group."""
+# The per-run figures, by kind: those drawn from the two models, and those drawn from the record.
+MODEL_FIGURES = {"embeddings": embedding_figure, "dist0": distance_histogram}
+RECORD_FIGURES = {"alignment": alignment_figure}
+
+
+def figure_paths(out: Path, spec, record: dict) -> dict:
+    """``{kind: file}`` of the per-run figures of ``spec`` (the alignment figure only when its
+    record holds the alignment matrix)."""
     name = slug(f"{spec.label}-{'-'.join(spec.forget)}")
+    kinds = [*MODEL_FIGURES, *(kind for kind in RECORD_FIGURES if "alignment_matrix" in record["after"])]
+    return {kind: Path(out) / f"{kind}-{name}.png" for kind in kinds}
+
+
+def write_figures(out: Path, spec, before_model, after_model, context, record: dict, kinds=None) -> None:
+    """Per-run figures for the first seed of each run group: every kind, or only ``kinds`` (the
+    record figures need no models: pass ``None`` for them when only those are asked for)."""
     title = f"{spec.label}, forgetting {', '.join(spec.forget)}"
-    embedding_figure(Path(out) / f"embeddings-{name}.png", title, before_model, after_model, context)
-    distance_histogram(Path(out) / f"dist0-{name}.png", title, before_model, after_model, context)
-    if "alignment_matrix" in record["after"]:
-        alignment_figure(Path(out) / f"alignment-{name}.png", title, record)
+    for kind, path in figure_paths(out, spec, record).items():
+        if kinds is not None and kind not in kinds:
+            continue
+        if kind in RECORD_FIGURES:
+            RECORD_FIGURES[kind](path, title, record)
+        else:
+            MODEL_FIGURES[kind](path, title, before_model, after_model, context)

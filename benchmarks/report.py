@@ -24,10 +24,14 @@ COLUMNS = [
 ]
 
 
+NOT_MEASURED = "n/a"  # a metric recorded as null (or non-finite): nothing to measure it on
+
+
 def _format(values, kind: str) -> str:
+    """Mean (± standard deviation over seeds) of the measured ``values`` in the style ``kind``."""
     values = [v for v in values if v is not None and np.isfinite(v)]
     if not values:
-        return "–"
+        return NOT_MEASURED
     scale, suffix, digits = {"pct": (100.0, "%", 1), "num": (1.0, "", 3), "int": (1.0, "", 0),
                              "sec": (1.0, "", 1)}[kind]
     mean = np.mean(values) * scale

@@ -8,14 +8,21 @@
 
 Pretrained models are trained on first use and cached (``--cache``); results go to ``--out``
 (``results.jsonl``, ``report.md``, figures). Rerunning the same command resumes: finished runs are
-skipped. Errors a user can fix are reported in one line with exit status 2.
+skipped, and a torn last record, a lost ``config.json``, ``report.md`` or figure is repaired. Both
+are keyed by fingerprints of their inputs (dataset content, model file, settings), not by names.
+One command at a time uses an output folder or trains a cache entry; another one waits for it
+(``--lock-timeout`` bounds the wait). Errors a user can fix are reported in one line with exit
+status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +30,53 @@ import numpy as np
 import models
 import unlearning
 
-from .common import EncodedDataset, resolve_device, write_json
+from .common import EncodedDataset, InputError, resolve_device, tell, write_json
 from .datasets import DatasetError, load_dataset
+from .datasets.base import SPLIT_NAMES
+from .experiment import (DEFAULT_METHODS, ResultsFile, RunSpec, check_classes, check_vocabulary, pretrained_entry,
+                         pretrained_model, run_one, unlearned_copy)
+from .fingerprints import file_sha256, json_fingerprint, short
+from .locks import LockBusy, hold_lock
 from .pretrain import DEFAULT_MODELS
-from .experiment import DEFAULT_METHODS, ResultsFile, RunSpec, check_classes, pretrained_model, run_one
+from .report import NOT_MEASURED
 
 GEOMETRY_CHOICES = {"lorentz": ["lorentz"], "euclidean": ["euclidean"], "both": ["lorentz", "euclidean"]}
 DEFAULT_FORGET = {"shapes": "triangle", "digits": "seven"}
+OUT_LOCK = ".lock"  # inside the output folder
+
+# Options whose empty value would silently mean something else: the default (``--forget ""``) or
+# the current folder (``--out ""``).
+NON_EMPTY_OPTIONS = ("method", "forget", "scaling", "dataset", "checkpoint", "model", "out", "cache")
+
+# What each split is for, in the message refusing a dataset or a concept without pairs in it.
+SPLIT_USES = {"train": "pretraining and unlearning learn from it", "test": "the audit measures on it"}
+
+# How a file written by torch.save begins: a zip archive (since torch 1.6) or a pickle (before).
+TORCH_FILE_SIGNATURES = (b"PK\x03\x04", b"\x80")
+
+# File-system failures the user fixes outside this program (permissions, space, a file in the way):
+# one line naming the path, not a traceback.
+FIXABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EEXIST,
+                            errno.ENOTDIR, errno.EISDIR, errno.ENOENT})
 
 
-class UsageError(ValueError):
+def _show_fingerprints(fingerprints) -> str:
+    return ", ".join(f"{geometry} {short(fp)}" for geometry, fp in sorted((fingerprints or {}).items())) or "none"
+
+
+# What identifies the results in an output folder (a rerun must match every field): how a mismatch
+# reads, and how to show the two values (``None``: not shown).
+CONFIG_FIELDS = {
+    "dataset_fingerprint": ("dataset content differs", lambda fp: f"fingerprint {short(fp)}"),
+    "model_fingerprints": ("the models differ (another --checkpoint file, model config or pretraining)",
+                           _show_fingerprints),
+    "runs": ("the planned runs differ (--geometry, --method, --forget, --seeds, --scaling or --ablation)", None),
+    "steps": ("--steps differs", json.dumps),
+    "early_stop": ("--no-early-stop differs", json.dumps),
+}
+
+
+class UsageError(InputError):
     """A mistake in the command line or its inputs: reported in one line, exit status 2."""
 
 
@@ -64,6 +108,9 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="override the unlearning steps of every method")
     parser.add_argument("--no-early-stop", action="store_true",
                         help="run every step instead of stopping once the forget concepts are forgotten")
+    parser.add_argument("--lock-timeout", type=float, default=None, metavar="SECONDS",
+                        help="how long to wait for another command using the same --out or cache entry "
+                             "(default: as long as it takes)")
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
@@ -96,15 +143,75 @@ def draw_concepts(classes: list, count: int, seed: int) -> tuple:
     return tuple(sorted(classes[i] for i in order[:count]))
 
 
+def check_arguments(args) -> None:
+    """Refuse, before loading anything, option values that cannot be meant."""
+    for name in NON_EMPTY_OPTIONS:
+        value = getattr(args, name)
+        if value is not None and not value.strip():
+            raise UsageError(f"--{name} is empty; leave the option out for its default, or give a value")
+    if args.lock_timeout is not None and not args.lock_timeout >= 0:
+        raise UsageError(f"--lock-timeout must be a number of seconds >= 0, got {args.lock_timeout}")
+    if Path(args.cache).exists() and not Path(args.cache).is_dir():
+        raise UsageError(f"--cache {args.cache} is a file; expected a folder for pretrained models")
+
+
+def comma_list(option: str, value: str) -> list:
+    """The distinct items of the comma-separated ``value``, in order; an empty item (``a,,b``) is
+    refused rather than dropped, since it is usually a typo."""
+    items = [item.strip() for item in value.split(",")]
+    if "" in items:
+        raise UsageError(f"--{option} {value!r}: empty item in the comma-separated list")
+    return list(dict.fromkeys(items))
+
+
+def check_model_file(path) -> None:
+    """Refuse, in words, a --checkpoint that is no model file (torch.load's own error for a text
+    file reads "KeyError: 101")."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--checkpoint {path} {'is a folder' if path.is_dir() else 'does not exist'}; "
+                         "expected a model file (.pt or .pth)")
+    with open(path, "rb") as file:
+        head = file.read(4)
+    if not head.startswith(TORCH_FILE_SIGNATURES):
+        raise UsageError(f"not a checkpoint: --checkpoint {path} is no PyTorch file (it begins with {head!r}; "
+                         ".pt/.pth files begin as a zip archive or a pickle)")
+
+
+def check_dataset(dataset) -> None:
+    """Refuse a dataset the harness cannot use: it needs train and test pairs, and a leaf class to
+    retain besides the one it forgets."""
+    for split in SPLIT_NAMES:
+        if not len(dataset.indices(split)):
+            raise UsageError(f"dataset {dataset.name!r} has no {split} pairs ({SPLIT_USES[split]}); "
+                             f"mark some pairs with \"split\": \"{split}\"")
+    classes = dataset.leaf_classes()
+    if len(classes) < 2:
+        raise UsageError(f"dataset {dataset.name!r} has one leaf class ({classes[0]}); forgetting needs at "
+                         "least two: one to forget and one to retain")
+
+
+def check_forget_set(dataset, concepts) -> None:
+    """Refuse to forget a concept without train pairs (nothing to unlearn) or without test pairs
+    (its forgetting cannot be measured), or concepts that leave nothing to retain."""
+    for split in SPLIT_NAMES:
+        in_split = dataset.indices(split)
+        for concept in concepts:
+            if not dataset.concept_mask([concept])[in_split].any():
+                raise UsageError(f"concept {concept!r} has no {split} pairs in dataset {dataset.name!r} "
+                                 f"({SPLIT_USES[split]}); choose a concept with {split} pairs")
+        dataset.split_forget_retain(list(concepts), split)  # raises when no pair is left to retain
+
+
 def plan(args, data: EncodedDataset) -> list:
     """Every run the command asks for, in order."""
     geometries = GEOMETRY_CHOICES[args.geometry]
     known = unlearning.list_objectives()
-    methods = list(dict.fromkeys(args.method.split(","))) if args.method else None
+    methods = comma_list("method", args.method) if args.method is not None else None
     for method in methods or []:
         if method not in known:
             raise UsageError(f"--method {method}: unknown objective; known: {', '.join(known)}")
-    forget = tuple(dict.fromkeys(args.forget.split(","))) if args.forget else (
+    forget = tuple(comma_list("forget", args.forget)) if args.forget is not None else (
         DEFAULT_FORGET.get(data.dataset.name) or data.classes[0],)
     for concept in forget:
         if concept not in data.dataset.hierarchy:
@@ -117,6 +224,8 @@ def plan(args, data: EncodedDataset) -> list:
     if args.ablation and (args.method or args.scaling or args.checkpoint):
         raise UsageError("--ablation runs its own methods on both default models; drop --method, --scaling "
                          "and --checkpoint")
+    if args.scaling and args.forget is not None:
+        raise UsageError("--scaling draws the concepts it forgets; drop --forget")
     specs = []
     for seed in range(args.seeds):
         if args.ablation:
@@ -124,11 +233,7 @@ def plan(args, data: EncodedDataset) -> list:
             continue
         forget_sets = [forget]
         if args.scaling:
-            try:
-                counts = list(dict.fromkeys(int(c) for c in args.scaling.split(",")))
-            except ValueError:
-                raise UsageError(f"--scaling expects comma-separated counts such as 1,2,4,8, got {args.scaling!r}") from None
-            forget_sets = [draw_concepts(data.classes, k, seed=1234) for k in counts]
+            forget_sets = [draw_concepts(data.classes, k, seed=1234) for k in scaling_counts(args.scaling)]
         for geometry in geometries:
             for method in methods or [DEFAULT_METHODS[geometry]]:
                 for concepts in forget_sets:
@@ -138,18 +243,50 @@ def plan(args, data: EncodedDataset) -> list:
         if objective.requires_hyperbolic and spec.geometry != "lorentz":
             raise UsageError(f"--method {spec.method} needs the Lorentz geometry (MERU); "
                              f"use ac for CLIP or --geometry lorentz")
+    for concepts in dict.fromkeys(spec.forget for spec in specs):
+        check_forget_set(data.dataset, concepts)
     return specs
 
 
-def experiment_config(args, data: EncodedDataset, specs: list) -> dict:
-    """What identifies the contents of an output folder (a rerun must match it)."""
+def scaling_counts(value: str) -> list:
+    """The distinct counts of ``--scaling`` (``"1,2,4,8"``)."""
+    try:
+        return [int(count) for count in comma_list("scaling", value)]
+    except ValueError:
+        raise UsageError(f"--scaling expects comma-separated counts such as 1,2,4,8, got {value!r}") from None
+
+
+def model_fingerprints(args, data: EncodedDataset, specs: list, checkpoint) -> dict:
+    """Per geometry of ``specs``: the fingerprint of the model its runs start from — the
+    --checkpoint file's bytes and config, or the default model's cache entry (dataset content,
+    model config, pretraining settings)."""
+    geometries = dict.fromkeys(spec.geometry for spec in specs)
+    if checkpoint is not None:
+        return {geometry: checkpoint[2] for geometry in geometries}
+    return {geometry: pretrained_entry(geometry, data, args.cache)[1] for geometry in geometries}
+
+
+def experiment_config(args, data: EncodedDataset, specs: list, fingerprints: dict) -> dict:
+    """What identifies the contents of an output folder (a rerun must match each field of
+    :data:`CONFIG_FIELDS`); ``dataset`` and ``checkpoint`` name the inputs for the reader."""
     return {
         "dataset": data.dataset.name,
         "checkpoint": str(Path(args.checkpoint).resolve()) if args.checkpoint else None,
+        "dataset_fingerprint": data.fingerprint,
+        "model_fingerprints": fingerprints,
         "runs": sorted(spec.key for spec in specs),
         "steps": args.steps,
         "early_stop": not args.no_early_stop,
     }
+
+
+def config_differences(existing: dict, config: dict) -> list:
+    """What differs between an output folder's ``config.json`` and this command's, in words."""
+    differences = []
+    for key, (what, show) in CONFIG_FIELDS.items():
+        if existing.get(key) != config[key]:
+            differences.append(f"{what} ({show(existing.get(key))} vs {show(config[key])})" if show else what)
+    return differences
 
 
 def default_out(args, data: EncodedDataset) -> Path:
@@ -166,17 +303,62 @@ def default_out(args, data: EncodedDataset) -> Path:
     return Path("runs") / "-".join(parts)
 
 
-def prepare_out(out: Path, config: dict) -> None:
+def make_out_folder(out: Path) -> None:
+    """Create the output folder ``out`` (and its parents), refusing a path that names a file."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; expected a folder for the results (new, or holding "
+                         "earlier results of this command)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot create that folder ({error.strerror})") from None
+
+
+def read_config(path: Path) -> tuple:
+    """``(config, None)``, or ``(None, problem)`` where ``problem`` says the file is "missing" or
+    "damaged" (not a JSON object: emptied or cut short by a crash, edited by hand)."""
+    try:
+        config = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None, "missing"
+    except ValueError:
+        return None, "damaged"
+    return (config, None) if isinstance(config, dict) else (None, "damaged")
+
+
+def open_results(out: Path, config: dict, specs: list, inputs: dict) -> ResultsFile:
+    """The results of ``out``, after checking that the folder holds results of this configuration
+    (or none) and repairing what can be: a torn last record is dropped (its run is redone) and a
+    missing or damaged ``config.json`` is rebuilt from this command when the records fit it."""
+    results = ResultsFile.open(out / "results.jsonl")
+    if results.torn_line is not None:
+        tell(f"warning: {results.path} line {results.torn_line} is cut short (an interrupted write): "
+             "dropped, its run is redone")
     config_path = out / "config.json"
-    if config_path.exists():
-        existing = json.loads(config_path.read_text())
-        if existing != config:
-            raise UsageError(
-                f"--out {out} holds results of a different configuration ({config_path}); "
-                "choose another --out or delete that folder"
-            )
-    out.mkdir(parents=True, exist_ok=True)
+    existing, problem = read_config(config_path)
+    if existing is not None:
+        differences = config_differences(existing, config)
+        if differences:
+            raise UsageError(f"--out {out} holds results of a different configuration: {'; '.join(differences)}; "
+                             "choose another --out or delete that folder")
+    elif results.records or problem == "damaged":
+        check_records_fit(results, config_path, problem, specs, inputs)
+        tell(f"warning: {config_path} is {problem}: rebuilt from this command, which its "
+             f"{len(results.records)} finished run(s) fit")
     write_json(config_path, config)
+    return results
+
+
+def check_records_fit(results: ResultsFile, config_path: Path, problem: str, specs: list, inputs: dict) -> None:
+    """Refuse to rebuild ``config_path`` from this command when ``results`` holds a run it does not
+    plan, or one recorded from other inputs (dataset content, model)."""
+    planned = {spec.key: inputs[spec.geometry] for spec in specs}
+    foreign = [r for r in results.records
+               if r["key"] not in planned or r.get("inputs", planned[r["key"]]) != planned[r["key"]]]
+    if foreign:
+        raise UsageError(f"{config_path} is {problem} and {results.path} holds {len(foreign)} run(s) that this "
+                         "command does not plan or made from other inputs; rerun the command that wrote "
+                         "them, or choose another --out")
 
 
 def list_concepts(dataset) -> None:
@@ -185,90 +367,188 @@ def list_concepts(dataset) -> None:
         print(f"{concept}\t{hierarchy.parent_of(concept) or '-'}")
 
 
+def describe_os_error(error: OSError) -> str:
+    """One line for a file-system failure: where (for the temporary file of an atomic write, its
+    folder) and what the system said."""
+    where = error.filename
+    if where is not None and str(where).endswith(".tmp"):
+        where = f"cannot write in {Path(where).parent}"
+    return f"{where or 'writing a file'}: {error.strerror or error}"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         return _main(args)
-    except (UsageError, DatasetError, models.CheckpointError) as error:
+    except (InputError, DatasetError, models.CheckpointError, LockBusy) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in FIXABLE_ERRNOS:
+            raise
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished runs are saved; rerun the same command to resume", file=sys.stderr)
         return 130
 
 
-def _main(args) -> int:
-    from .audits import AuditContext, run_audits
-    from .figures import scaling_figure, write_figures
-    from .report import write_report
+def load_checkpoint_model(args):
+    """``(model, metadata, fingerprint)`` of the --checkpoint file, or ``None`` without one."""
+    if not args.checkpoint:
+        if args.model:
+            raise UsageError("--model names the config of a released --checkpoint file; pass --checkpoint too")
+        return None
+    if args.geometry == "both":
+        raise UsageError("--checkpoint holds one model; use --geometry lorentz or euclidean with it")
+    check_model_file(args.checkpoint)
+    model, metadata = models.load_model_file(args.checkpoint, args.model)
+    if model.config.geometry != args.geometry:
+        raise UsageError(f"--checkpoint {args.checkpoint} holds a {model.config.geometry} model "
+                         f"({model.config.name}), but --geometry is {args.geometry}")
+    fingerprint = json_fingerprint({"file_sha256": file_sha256(args.checkpoint), "config": model.config.to_dict()})
+    return model, metadata, fingerprint
 
+
+def _main(args) -> int:
+    check_arguments(args)
     try:
         device = resolve_device(args.device)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    base_models = {}  # geometry -> the model to unlearn from
-    if args.checkpoint:
-        if args.geometry == "both":
-            raise UsageError("--checkpoint holds one model; use --geometry lorentz or euclidean with it")
-        model, metadata = models.load_model_file(args.checkpoint, args.model)
-        if model.config.geometry != args.geometry:
-            raise UsageError(f"--checkpoint {args.checkpoint} holds a {model.config.geometry} model "
-                             f"({model.config.name}), but --geometry is {args.geometry}")
-        base_models[args.geometry] = model
-    elif args.model:
-        raise UsageError("--model names the config of a released --checkpoint file; pass --checkpoint too")
-    image_size = model.image_size if args.checkpoint else 32
+    checkpoint = load_checkpoint_model(args)
+    image_size = checkpoint[0].image_size if checkpoint else 32
     dataset = load_dataset(args.dataset, image_size=image_size)
     if args.list_concepts:
         list_concepts(dataset)
         return 0
+    check_dataset(dataset)
     # The default MERU and CLIP configs share their text tower's context length.
-    context_length = model.context_length if args.checkpoint else \
+    context_length = checkpoint[0].context_length if checkpoint else \
         models.model_config(DEFAULT_MODELS["lorentz"]).text.context_length
     data = EncodedDataset.build(dataset, context_length)
-    if args.checkpoint:
-        check_classes(args.checkpoint, metadata, data)
-        base_models[args.geometry] = model.to(device).eval()
+    base_models = {}  # geometry -> the model to unlearn from
+    if checkpoint:
+        check_classes(args.checkpoint, checkpoint[1], data)
+        base_models[args.geometry] = checkpoint[0].to(device).eval()
     specs = plan(args, data)
+    fingerprints = model_fingerprints(args, data, specs, checkpoint)
+    if checkpoint is None:  # a dataset the default models cannot learn fails now, not during pretraining
+        for geometry in fingerprints:
+            check_vocabulary(models.create_model(DEFAULT_MODELS[geometry]), data)
+    inputs = {geometry: {"dataset_fingerprint": data.fingerprint, "model_fingerprint": fingerprint}
+              for geometry, fingerprint in fingerprints.items()}
     out = Path(args.out) if args.out else default_out(args, data)
-    prepare_out(out, experiment_config(args, data, specs))
-    results = ResultsFile.open(out / "results.jsonl")
-    todo = [s for s in specs if s.key not in results.keys()]
-    print(f"{len(specs)} run(s), {len(specs) - len(todo)} already done; results in {out}", file=sys.stderr)
+    make_out_folder(out)
+    with hold_lock(out / OUT_LOCK, f"--out {out}", timeout=args.lock_timeout, notify=tell):
+        results = open_results(out, experiment_config(args, data, specs, fingerprints), specs, inputs)
+        bench = Workbench(args, data, device, base_models)
+        todo = [s for s in specs if s.key not in results.keys()]
+        tell(f"{len(specs)} run(s), {len(specs) - len(todo)} already done; results in {out}")
+        run_missing(bench, todo, results, out, inputs)
+        if not args.no_figures:
+            redraw_missing_figures(bench, specs, results, out)
+        print(write_outputs(args, out, specs, results))
+    return 0
 
-    progress = not args.no_progress
-    contexts, before_cache = {}, {}
+
+@dataclass
+class Workbench:
+    """What the runs of one command share, each made on first use: the models to unlearn from,
+    the audit contexts, and the audits before unlearning."""
+
+    args: argparse.Namespace
+    data: EncodedDataset
+    device: object
+    base_models: dict  # geometry -> model (a --checkpoint's model is there from the start)
+    contexts: dict = field(default_factory=dict)
+    audits_before: dict = field(default_factory=dict)
+
+    def base(self, geometry: str):
+        if geometry not in self.base_models:
+            self.base_models[geometry] = pretrained_model(
+                geometry, self.data, cache_dir=Path(self.args.cache), device=self.device,
+                progress=not self.args.no_progress, lock_timeout=self.args.lock_timeout)
+        return self.base_models[geometry]
+
+    def context(self, spec: RunSpec):
+        from .audits import AuditContext
+
+        if (spec.forget, spec.seed) not in self.contexts:
+            self.contexts[(spec.forget, spec.seed)] = AuditContext.build(self.data, list(spec.forget), seed=spec.seed)
+        return self.contexts[(spec.forget, spec.seed)]
+
+    def before(self, spec: RunSpec) -> dict:
+        from .audits import run_audits
+
+        key = (spec.geometry, spec.forget, spec.seed)
+        if key not in self.audits_before:
+            self.audits_before[key] = run_audits(self.base(spec.geometry), self.context(spec))
+        return self.audits_before[key]
+
+    def trainer_overrides(self) -> dict:
+        """The trainer settings the command line overrides (--steps, --no-early-stop)."""
+        overrides = {"steps": self.args.steps} if self.args.steps is not None else {}
+        if self.args.no_early_stop:
+            overrides["target_forget_accuracy"] = None
+        return overrides
+
+
+def run_missing(bench: Workbench, todo: list, results: ResultsFile, out: Path, inputs: dict) -> None:
+    """Run every run of ``todo``, appending each record as soon as it is done."""
+    from .figures import write_figures
+
     for number, spec in enumerate(todo, 1):
-        if spec.geometry not in base_models:
-            base_models[spec.geometry] = pretrained_model(spec.geometry, data, cache_dir=Path(args.cache),
-                                                          device=device, progress=progress)
-        base = base_models[spec.geometry]
-        if (spec.forget, spec.seed) not in contexts:
-            contexts[(spec.forget, spec.seed)] = AuditContext.build(data, list(spec.forget), seed=spec.seed)
-        context = contexts[(spec.forget, spec.seed)]
-        before_key = (spec.geometry, spec.forget, spec.seed)
-        if before_key not in before_cache:
-            before_cache[before_key] = run_audits(base, context)
-        print(f"[{number}/{len(todo)}] {spec.label}: forgetting {', '.join(spec.forget)} (seed {spec.seed})",
-              file=sys.stderr)
-        settings = {"steps": args.steps} if args.steps is not None else {}
-        if args.no_early_stop:
-            settings["target_forget_accuracy"] = None
-        record, after_model = run_one(spec, base, data, context, before_cache[before_key], device=device,
-                                      progress=progress, settings=settings)
-        if not args.no_figures and spec.seed == 0:  # before the record: a rerun redoes both
+        base, context, before = bench.base(spec.geometry), bench.context(spec), bench.before(spec)
+        tell(f"[{number}/{len(todo)}] {spec.label}: forgetting {', '.join(spec.forget)} (seed {spec.seed})")
+        record, after_model = run_one(spec, base, bench.data, context, before, device=bench.device,
+                                      progress=not bench.args.no_progress, settings=bench.trainer_overrides())
+        record["inputs"] = inputs[spec.geometry]
+        if not bench.args.no_figures and spec.seed == 0:  # before the record: a rerun redoes both
             write_figures(out, spec, base, after_model, context, record)
         results.append(record)
-        print(f"    forget accuracy {record['before']['forget_accuracy']:.1%} -> {record['after']['forget_accuracy']:.1%}, "
-              f"retain accuracy {record['before']['retain_accuracy']:.1%} -> {record['after']['retain_accuracy']:.1%} "
-              f"({record['seconds']:.0f} s)", file=sys.stderr)
+        before, after = record["before"], record["after"]
+        tell(f"    forget accuracy {_percent(before['forget_accuracy'])} -> {_percent(after['forget_accuracy'])}, "
+             f"retain accuracy {_percent(before['retain_accuracy'])} -> {_percent(after['retain_accuracy'])} "
+             f"({record['seconds']:.0f} s)")
 
-    records = [r for r in ResultsFile.open(out / "results.jsonl").records if r["key"] in {s.key for s in specs}]
+
+def _percent(value) -> str:
+    return f"{value:.1%}" if value is not None and math.isfinite(value) else NOT_MEASURED
+
+
+def redraw_missing_figures(bench: Workbench, specs: list, results: ResultsFile, out: Path) -> None:
+    """Draw again the figures of finished seed-0 runs that were deleted since. The alignment figure
+    comes from the record; the others need the unlearned model, so the run's unlearning is redone
+    (the cost of a run, paid only for a missing figure; the record stays as it is)."""
+    from .figures import MODEL_FIGURES, figure_paths, write_figures
+
+    records = {record["key"]: record for record in results.records}
+    for spec in specs:
+        record = records.get(spec.key)
+        if spec.seed != 0 or record is None:
+            continue
+        missing = [kind for kind, path in figure_paths(out, spec, record).items() if not path.exists()]
+        base = after = context = None
+        if any(kind in MODEL_FIGURES for kind in missing):
+            tell(f"redrawing the {', '.join(missing)} figure(s) of {spec.label} forgetting {', '.join(spec.forget)}: "
+                 "redoing its unlearning (its record stays as it is)")
+            base, context = bench.base(spec.geometry), bench.context(spec)
+            after = unlearned_copy(spec, base, context, record["settings"], device=bench.device)
+        if missing:
+            write_figures(out, spec, base, after, context, record, kinds=missing)
+
+
+def write_outputs(args, out: Path, specs: list, results: ResultsFile) -> str:
+    """Write the report (and with --scaling its figure) from the records; return the report."""
+    from .figures import scaling_figure
+    from .report import write_report
+
+    planned = {spec.key for spec in specs}
+    records = [record for record in results.records if record["key"] in planned]
     if args.scaling and not args.no_figures:
         scaling_figure(out / "scaling.png", records)
-    report = write_report(out, records, scaling=bool(args.scaling), figures=not args.no_figures)
-    print(report)
-    return 0
+    return write_report(out, records, scaling=bool(args.scaling), figures=not args.no_figures)
 
 
 if __name__ == "__main__":

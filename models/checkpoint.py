@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -18,14 +19,35 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names the file and the problem."""
 
 
+_UMASK_GUARD = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system tells it (Linux's
+    ``/proc/self/status``); elsewhere set and restored at once, under a lock against our own threads."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    with _UMASK_GUARD:
+        umask = os.umask(0o077)
+        os.umask(umask)
+    return umask
+
+
 def atomic_write(path, write, *, binary: bool = True) -> None:
     """Write ``path`` atomically: ``write(file)`` fills a temporary file in the same folder, which is
-    fsynced and then renamed over ``path``; on any failure the old file is left untouched."""
+    fsynced and then renamed over ``path``; on any failure the old file is left untouched. The file
+    gets the permissions of any newly created file (``0o666`` less the umask), not ``mkstemp``'s 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb" if binary else "w") as file:
+            os.fchmod(file.fileno(), 0o666 & ~current_umask())
             write(file)
             file.flush()
             os.fsync(file.fileno())
