@@ -97,7 +97,7 @@ def pretrained_model(geometry: str, data: EncodedDataset, *, cache_dir: Path, de
     path, fingerprint = pretrained_entry(geometry, data, cache_dir)
     with hold_lock(path.with_name(path.name + ".lock"), f"the pretrained-model cache entry {path}",
                    timeout=lock_timeout, notify=notify):
-        found = _finished_entry(path) or _legacy_entry(geometry, data, cache_dir, notify)
+        found = _finished_entry(path)
         if found is None:
             _pretrain_entry(path, fingerprint, geometry, data, device=device, progress=progress)
             found = path, read_checkpoint(path)
@@ -143,24 +143,6 @@ def _finished_entry(path: Path) -> tuple | None:
         return None
     payload = read_checkpoint(path)
     return (path, payload) if payload.get("train_state", {}).get("finished") else None
-
-
-def _legacy_entry(geometry: str, data: EncodedDataset, cache_dir, notify) -> tuple | None:
-    """A finished cache entry from before entries were keyed by fingerprint
-    (``<model>-<dataset name>-seed0.pt``), reused when it records this dataset's fingerprint or —
-    recording none — this dataset's classes and hierarchy (with a warning: its data may differ)."""
-    path = Path(cache_dir) / f"{DEFAULT_MODELS[geometry]}-{data.dataset.name}-seed{PRETRAINING_SEED}.pt"
-    found = _finished_entry(path)
-    if found is None:
-        return None
-    metadata = found[1].get("metadata", {})
-    if "dataset_fingerprint" in metadata:
-        return found if metadata["dataset_fingerprint"] == data.fingerprint else None
-    if metadata.get("classes") != list(data.classes) or metadata.get("hierarchy") != data.dataset.hierarchy.as_dict():
-        return None
-    notify(f"warning: reusing {path}: it predates cache entries keyed by dataset content and has this "
-           "dataset's classes, but may come from other data; delete it to pretrain again")
-    return found
 
 
 def check_classes(path, metadata: dict, data: EncodedDataset) -> None:

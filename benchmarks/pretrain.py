@@ -35,7 +35,7 @@ DEFAULT_MODELS = {"lorentz": "meru-tiny", "euclidean": "clip-tiny"}
 
 def default_settings(dataset_name: str) -> dict:
     """Training length and step size of the defaults (measured: see the README)."""
-    return {"steps": 1600, "batch_size": 128, "lr": 2e-3, "warmup": 100}
+    return {"steps": 1600, "batch_size": 128, "lr": 1e-3, "warmup": 100}
 
 
 def default_entailment_warmup(steps: int) -> int:
@@ -226,7 +226,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=None, help="checkpoint file (default: runs/pretrained/<model>-<dataset>-seed<seed>.pt)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: 1600)")
     parser.add_argument("--batch-size", type=int, default=None, help="pairs per step (default: 128)")
-    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.002)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.001)")
     parser.add_argument("--entailment-warmup", type=int, default=None,
                         help="steps over which MERU's entailment weight rises from 0 (default: a quarter of --steps)")
     parser.add_argument("--seed", type=int, default=0)

@@ -3,7 +3,7 @@
     python -m benchmarks.soak [--steps 10000] [--device auto] [--out runs/soak.json]
 
 Pretrains ``meru-tiny`` on ``shapes`` with the default schedule of ``benchmarks.pretrain`` (batch
-128, learning rate 2e-3 with warm-up and cosine decay, entailment weight warmed up over the first
+128, learning rate 1e-3 with warm-up and cosine decay, entailment weight warmed up over the first
 quarter) for ``--steps`` steps, once with the learnable curvature started at each end of its clamp
 range (the default config's ``c_range``: 0.1 and 10), in float32 and, when CUDA is available, also
 with the towers in bfloat16 autocast. The model is built from the default config (whose curvature
