@@ -31,7 +31,7 @@ import models
 import unlearning
 
 from .common import EncodedDataset, InputError, resolve_device, tell, write_json
-from .datasets import DatasetError, load_dataset
+from .datasets import DatasetError, load_dataset, validate_images
 from .datasets.base import SPLIT_NAMES
 from .experiment import (DEFAULT_METHODS, ResultsFile, RunSpec, check_classes, check_vocabulary, pretrained_entry,
                          pretrained_model, run_one, unlearned_copy)
@@ -423,6 +423,7 @@ def _main(args) -> int:
         list_concepts(dataset)
         return 0
     check_dataset(dataset)
+    validate_images(dataset, progress=not args.no_progress)  # a bad file stops us now, not mid-run
     # The default MERU and CLIP configs share their text tower's context length.
     context_length = checkpoint[0].context_length if checkpoint else \
         models.model_config(DEFAULT_MODELS["lorentz"]).text.context_length

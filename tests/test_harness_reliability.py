@@ -161,6 +161,12 @@ def _damaged_results_line(tmp_path):
     return ["--dataset", str(write_dataset(tmp_path / "data", pairs()))]
 
 
+def _undecodable_image(tmp_path):
+    root = write_dataset(tmp_path / "data", pairs())
+    (root / "imgs" / "3.png").write_bytes(b"not a png")
+    return ["--dataset", str(root)]
+
+
 def _with_dataset(rows, *extra, hierarchy=HIERARCHY):
     return lambda tmp_path: ["--dataset", str(write_dataset(tmp_path / "data", rows, hierarchy)), *extra]
 
@@ -197,6 +203,7 @@ STAR = {**HIERARCHY, "star": "shape"}
     pytest.param(_with_dataset(pairs(leaves=("circle",))), "has one leaf class (circle)", id="one-leaf-class"),
     pytest.param(_damaged_config_of_other_runs, "config.json is damaged and", id="damaged-config"),
     pytest.param(_damaged_results_line, "results.jsonl line 1: not a JSON record", id="damaged-results-line"),
+    pytest.param(_undecodable_image, "3.png", id="undecodable-image"),
 ])
 def test_user_errors_are_one_line_with_exit_status_2(setup, message, tmp_path, capsys):
     args = setup(tmp_path)
