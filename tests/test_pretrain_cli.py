@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from benchmarks import pretrain
+from benchmarks.locks import hold_lock
 from folder_data import pairs, write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,19 +114,22 @@ def test_checkpoints_follow_the_step_interval_and_the_time_interval(tmp_path, mo
 
 
 def test_a_second_command_on_the_same_checkpoint_waits_and_reuses_it(tmp_path):
-    """Two identical commands at once: one pretrains, the other waits for its lock, then finds the
-    finished checkpoint and returns it without training again."""
+    """A command whose checkpoint is locked by another process says who holds it and waits; once it
+    is free it trains; an identical command afterwards finds the finished checkpoint and returns it
+    without training again. This test holds the lock itself, so no timing decides the outcome."""
     data = write_dataset(tmp_path / "data", pairs())
     command = [sys.executable, "-m", "benchmarks.pretrain", "--geometry", "euclidean", "--dataset", str(data),
                "--out", str(tmp_path / "m.pt"), "--steps", "30", "--batch-size", "8", "--no-progress"]
-    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lock = tmp_path / "m.pt.lock"
-    while not (lock.exists() and lock.read_text()) and first.poll() is None:
-        pass  # until the first command holds the lock
+    with hold_lock(tmp_path / "m.pt.lock", "the test"):
+        waiting = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Read until the waiting notice; end of stream (a crash) also ends the loop, so this cannot hang.
+        notice = next((line for line in waiting.stderr if "waiting for checkpoint" in line), "")
+        assert f"pid {os.getpid()}" in notice, notice
+        assert not (tmp_path / "m.pt").exists()  # still waiting: nothing trained under our lock
+    first_out, first_err = waiting.communicate()
+    assert waiting.returncode == 0, first_err
     second = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    first_out, first_err = first.communicate()
-    assert first.returncode == 0 and second.returncode == 0, first_err + second.stderr
-    assert "waiting for checkpoint" in second.stderr and f"pid {first.pid}" in second.stderr
+    assert second.returncode == 0 and "waiting" not in second.stderr, second.stderr
     state = torch.load(tmp_path / "m.pt", weights_only=False)["train_state"]
     assert state["finished"] and len(state["history"]) == 30  # trained once: no second history
     assert first_out.splitlines()[-1] == second.stdout.splitlines()[-1]  # the same summary
