@@ -22,10 +22,7 @@ from models.checkpoint import model_from_payload, read_checkpoint
 from .common import EncodedDataset, InputError, atomic_write_text, finite_json, strict_json, tell
 from .fingerprints import json_fingerprint, short
 from .locks import hold_lock
-from .pretrain import DEFAULT_MODELS, checkpoint_metadata, default_settings, pretrain
-
-# Default objective per geometry: the method each geometry's paper proposes.
-DEFAULT_METHODS = {"lorentz": "hac", "euclidean": "ac"}
+from .pretrain import checkpoint_metadata, default_model, default_settings, pretrain
 
 # Trainer settings per objective: one fixed set each, chosen on `triangle` and on `heart, ring, cross`
 # with the default pretrained models, then checked on other concepts (README, "Defaults").
@@ -77,7 +74,7 @@ def pretrained_entry(geometry: str, data: EncodedDataset, cache_dir) -> tuple:
     ``geometry`` for ``data``. The fingerprint covers everything the model depends on — the
     dataset's content, the model config, the pretraining settings and seed — and a short form of it
     is part of the file name, so two datasets that share a name never share an entry."""
-    name = DEFAULT_MODELS[geometry]
+    name = default_model(geometry)
     fingerprint = json_fingerprint({
         "dataset": data.fingerprint,
         "model": models.model_config(name).to_dict(),
@@ -112,7 +109,7 @@ def _pretrain_entry(path: Path, fingerprint: str, geometry: str, data: EncodedDa
     """Pretrain the default model of ``geometry`` on ``data`` into the cache entry ``path`` (resuming
     an interrupted run there); its metadata records the fingerprints it was keyed by."""
     torch.manual_seed(PRETRAINING_SEED)  # before building: reproducible initial weights
-    model = models.create_model(DEFAULT_MODELS[geometry])
+    model = models.create_model(default_model(geometry))
     check_vocabulary(model, data)
     metadata = {**checkpoint_metadata(data, PRETRAINING_SEED), "dataset_fingerprint": data.fingerprint,
                 "cache_fingerprint": fingerprint}

@@ -30,15 +30,14 @@ def _save(fig, path: Path) -> None:
 
 
 def disk_coordinates(geometry, points: torch.Tensor, basis: torch.Tensor) -> np.ndarray:
-    """2-D display of embeddings on the unit (Poincaré) disk, the same code for both geometries:
+    """2-D display of embeddings on the unit (Poincaré) disk, the same code for every geometry:
     the direction of each point's space part projected on a 2-D ``basis`` (principal directions),
-    at disk radius ``tanh(sqrt(c) d / 2)`` for its distance ``d`` to the origin (``c = 1`` when flat)."""
+    at the geometry's :meth:`~manifolds.Geometry.poincare_radius` (``tanh(sqrt(c) d / 2)`` for its
+    distance ``d`` to the origin; ``tanh(d / 2)`` when flat)."""
     space = geometry.to_space(points)
-    distance = geometry.dist0(points)
     direction = torch.nn.functional.normalize(space, dim=-1) @ basis.T
     direction = torch.nn.functional.normalize(direction, dim=-1)
-    curvature = geometry.c.item() or 1.0
-    radius = torch.tanh(curvature**0.5 * distance / 2)
+    radius = geometry.poincare_radius(points)
     return (direction * radius[:, None]).detach().cpu().numpy()
 
 

@@ -24,13 +24,18 @@ import torch
 from tqdm.auto import tqdm
 
 import models
+from manifolds import geometry_names, geometry_spec, geometry_specs
 from models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 
 from .common import EncodedDataset, autocast, resolve_device, zero_shot_accuracy
 from .datasets import DatasetError, load_dataset, validate_images
 from .locks import LockBusy, hold_lock
 
-DEFAULT_MODELS = {"lorentz": "meru-tiny", "euclidean": "clip-tiny"}
+
+
+def default_model(geometry: str) -> str:
+    """The named config pretrained by default for ``geometry`` (``meru-tiny``, ``clip-tiny``, ...)."""
+    return geometry_spec(geometry).default_model
 
 
 def default_settings(dataset_name: str) -> dict:
@@ -219,9 +224,11 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pretrain", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--geometry", choices=sorted(DEFAULT_MODELS), default="lorentz",
-                        help="lorentz = MERU, euclidean = CLIP (default: %(default)s)")
-    parser.add_argument("--model", default=None, help="model config name (default: meru-tiny / clip-tiny)")
+    parser.add_argument("--geometry", choices=geometry_names(), default="lorentz",
+                        help=", ".join(f"{spec.name} = {spec.display_name}" for spec in geometry_specs())
+                        + " (default: %(default)s)")
+    parser.add_argument("--model", default=None, help="model config name (default: "
+                        + " / ".join(spec.default_model for spec in geometry_specs()) + ")")
     parser.add_argument("--dataset", default="shapes", help="shapes, digits or a dataset folder")
     parser.add_argument("--out", default=None, help="checkpoint file (default: runs/pretrained/<model>-<dataset>-seed<seed>.pt)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: 1600)")
@@ -264,7 +271,7 @@ def _main(args) -> int:
     if not args.checkpoint_minutes > 0:
         raise ValueError(f"--checkpoint-minutes must be positive, got {args.checkpoint_minutes}")
     device = resolve_device(args.device)
-    model_name = args.model or DEFAULT_MODELS[args.geometry]
+    model_name = args.model or default_model(args.geometry)
     config = models.model_config(model_name)  # a ValueError listing the known names
     if config.geometry != args.geometry:
         raise ValueError(f"--model {model_name} is {config.geometry}, but --geometry is {args.geometry}")

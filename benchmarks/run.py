@@ -29,18 +29,20 @@ import numpy as np
 
 import models
 import unlearning
+from manifolds import geometry_names, geometry_spec, geometry_specs
 
 from .common import EncodedDataset, InputError, resolve_device, tell, write_json
 from .datasets import DatasetError, load_dataset, validate_images
 from .datasets.base import SPLIT_NAMES
-from .experiment import (DEFAULT_METHODS, ResultsFile, RunSpec, check_classes, check_vocabulary, pretrained_entry,
+from .experiment import (ResultsFile, RunSpec, check_classes, check_vocabulary, pretrained_entry,
                          pretrained_model, run_one, unlearned_copy)
 from .fingerprints import file_sha256, json_fingerprint, short
 from .locks import LockBusy, hold_lock
-from .pretrain import DEFAULT_MODELS
+from .pretrain import default_model
 from .report import NOT_MEASURED
 
-GEOMETRY_CHOICES = {"lorentz": ["lorentz"], "euclidean": ["euclidean"], "both": ["lorentz", "euclidean"]}
+# `--geometry both`: the comparison this toolkit exists for, hyperbolic MERU next to Euclidean CLIP.
+BOTH = ("lorentz", "euclidean")
 DEFAULT_FORGET = {"shapes": "triangle", "digits": "seven"}
 OUT_LOCK = ".lock"  # inside the output folder
 
@@ -83,10 +85,14 @@ class UsageError(InputError):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--geometry", choices=sorted(GEOMETRY_CHOICES), default="lorentz",
-                        help="lorentz = MERU, euclidean = CLIP, both = side by side (default: %(default)s)")
+    parser.add_argument("--geometry", default="lorentz",
+                        help=", ".join(f"{spec.name} = {spec.display_name}" for spec in geometry_specs())
+                        + f", both = {' and '.join(BOTH)} side by side, or a comma-separated list "
+                        "(default: %(default)s)")
     parser.add_argument("--method", default=None,
-                        help="objective(s), comma-separated (default: hac on MERU, ac on CLIP); "
+                        help="objective(s), comma-separated (default: "
+                             + ", ".join(f"{spec.default_method} on {spec.display_name}" for spec in geometry_specs())
+                             + "); "
                              f"known: {', '.join(unlearning.list_objectives())}")
     parser.add_argument("--forget", default=None, help="concept(s) to forget, comma-separated "
                         "(default: triangle for shapes, seven for digits, else the first leaf)")
@@ -116,6 +122,18 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def chosen_geometries(value: str) -> list:
+    """The geometries of ``--geometry``: one registered name, ``both`` or a comma-separated list."""
+    names = list(BOTH) if value == "both" else [name.strip() for name in value.split(",")]
+    for name in names:
+        if name not in geometry_names():
+            raise UsageError(f"--geometry {value}: unknown geometry {name!r}; expected one of "
+                             f"{', '.join(geometry_names())}, both, or a comma-separated list")
+    if len(set(names)) != len(names):
+        raise UsageError(f"--geometry {value}: a geometry is named twice")
+    return names
+
+
 def ablation_specs(forget: tuple, seed: int) -> list:
     """HAC with each component off, the parent-cone variant, AC on MERU and AC on CLIP."""
     variants = [
@@ -126,9 +144,10 @@ def ablation_specs(forget: tuple, seed: int) -> list:
         ("HAC + parent cone", "hac-parent", {}),
         ("AC on MERU (λ_E=λ_N=0)", "ac", {}),
     ]
-    specs = [RunSpec("lorentz", method, forget, seed, label, tuple(sorted(options.items())))
+    hyperbolic, flat = BOTH
+    specs = [RunSpec(hyperbolic, method, forget, seed, label, tuple(sorted(options.items())))
              for label, method, options in variants]
-    specs.append(RunSpec("euclidean", "ac", forget, seed, "AC on CLIP"))
+    specs.append(RunSpec(flat, "ac", forget, seed, f"AC on {geometry_spec(flat).display_name}"))
     return specs
 
 
@@ -205,7 +224,7 @@ def check_forget_set(dataset, concepts) -> None:
 
 def plan(args, data: EncodedDataset) -> list:
     """Every run the command asks for, in order."""
-    geometries = GEOMETRY_CHOICES[args.geometry]
+    geometries = chosen_geometries(args.geometry)
     known = unlearning.list_objectives()
     methods = comma_list("method", args.method) if args.method is not None else None
     for method in methods or []:
@@ -235,14 +254,16 @@ def plan(args, data: EncodedDataset) -> list:
         if args.scaling:
             forget_sets = [draw_concepts(data.classes, k, seed=1234) for k in scaling_counts(args.scaling)]
         for geometry in geometries:
-            for method in methods or [DEFAULT_METHODS[geometry]]:
+            for method in methods or [geometry_spec(geometry).default_method]:
                 for concepts in forget_sets:
                     specs.append(RunSpec(geometry, method, concepts, seed))
     for spec in specs:
         objective = unlearning.create_objective(spec.method, **dict(spec.options))
-        if objective.requires_hyperbolic and spec.geometry != "lorentz":
-            raise UsageError(f"--method {spec.method} needs the Lorentz geometry (MERU); "
-                             f"use ac for CLIP or --geometry lorentz")
+        if objective.requires_hyperbolic and not geometry_spec(spec.geometry).hyperbolic:
+            hyperbolic = [g.name for g in geometry_specs() if g.hyperbolic]
+            raise UsageError(f"--method {spec.method} needs a hyperbolic geometry ({', '.join(hyperbolic)}), "
+                             f"not {spec.geometry}; use ac for {geometry_spec(spec.geometry).display_name} "
+                             f"or --geometry {hyperbolic[0]}")
     for concepts in dict.fromkeys(spec.forget for spec in specs):
         check_forget_set(data.dataset, concepts)
     return specs
@@ -291,7 +312,7 @@ def config_differences(existing: dict, config: dict) -> list:
 
 def default_out(args, data: EncodedDataset) -> Path:
     mode = "ablation" if args.ablation else f"scaling-{args.scaling.replace(',', '_')}" if args.scaling else None
-    parts = [data.dataset.name, "ablation" if args.ablation else args.geometry]
+    parts = [data.dataset.name, "ablation" if args.ablation else args.geometry.replace(",", "+")]
     if args.method:
         parts.append(args.method.replace(",", "+"))
     if args.forget:
@@ -399,8 +420,8 @@ def load_checkpoint_model(args):
         if args.model:
             raise UsageError("--model names the config of a released --checkpoint file; pass --checkpoint too")
         return None
-    if args.geometry == "both":
-        raise UsageError("--checkpoint holds one model; use --geometry lorentz or euclidean with it")
+    if len(chosen_geometries(args.geometry)) != 1:
+        raise UsageError(f"--checkpoint holds one model; use one --geometry ({', '.join(geometry_names())}) with it")
     check_model_file(args.checkpoint)
     model, metadata = models.load_model_file(args.checkpoint, args.model)
     if model.config.geometry != args.geometry:
@@ -426,7 +447,7 @@ def _main(args) -> int:
     validate_images(dataset, progress=not args.no_progress)  # a bad file stops us now, not mid-run
     # The default MERU and CLIP configs share their text tower's context length.
     context_length = checkpoint[0].context_length if checkpoint else \
-        models.model_config(DEFAULT_MODELS["lorentz"]).text.context_length
+        models.model_config(default_model(BOTH[0])).text.context_length
     data = EncodedDataset.build(dataset, context_length)
     base_models = {}  # geometry -> the model to unlearn from
     if checkpoint:
@@ -436,7 +457,7 @@ def _main(args) -> int:
     fingerprints = model_fingerprints(args, data, specs, checkpoint)
     if checkpoint is None:  # a dataset the default models cannot learn fails now, not during pretraining
         for geometry in fingerprints:
-            check_vocabulary(models.create_model(DEFAULT_MODELS[geometry]), data)
+            check_vocabulary(models.create_model(default_model(geometry)), data)
     inputs = {geometry: {"dataset_fingerprint": data.fingerprint, "model_fingerprint": fingerprint}
               for geometry, fingerprint in fingerprints.items()}
     out = Path(args.out) if args.out else default_out(args, data)

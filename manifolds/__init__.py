@@ -1,9 +1,11 @@
 """Geometry for image–text embeddings: the Lorentz hyperboloid (MERU) and Euclidean space (CLIP).
 
 Both classes are geoopt manifolds (usable with ``geoopt.ManifoldParameter`` and
-``geoopt.optim.RiemannianAdam``) sharing one added interface — ``lift``, ``cinner``, ``cdist``,
-``csimilarity``, ``dist0``, ``half_aperture``, ``oxy_angle``, ``mean_features`` — so that model and
-loss code works on either geometry without branching. The formulas live in the pure-function modules
+``geoopt.optim.RiemannianAdam``) implementing one contract, :class:`Geometry` — ``lift``, ``cinner``,
+``cdist``, ``csimilarity``, ``dist0``, ``half_aperture``, ``oxy_angle``, ``mean_features``, ... — so
+that model and loss code works on any geometry without branching. Each registers itself with
+:func:`register_geometry`; :func:`geometry_spec` gives what an experiment needs to know about one
+(model family, display name, default method, pretraining loss settings). The formulas live in the pure-function modules
 :mod:`manifolds.lorentz_math` and :mod:`manifolds.euclidean_math`.
 """
 
@@ -15,8 +17,11 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
     import geoopt  # noqa: F401
 
-from .euclidean import Euclidean  # noqa: E402
+from .geometry import (Geometry, GeometrySpec, geometry_names, geometry_spec, geometry_specs,  # noqa: E402
+                       register_geometry)
 from .interval import Interval  # noqa: E402
-from .lorentz import Lorentz  # noqa: E402
+from .lorentz import Lorentz  # noqa: E402  (registration order: lorentz, euclidean)
+from .euclidean import Euclidean  # noqa: E402
 
-__all__ = ["Lorentz", "Euclidean", "Interval"]
+__all__ = ["Lorentz", "Euclidean", "Interval", "Geometry", "GeometrySpec", "register_geometry", "geometry_spec",
+           "geometry_names", "geometry_specs"]

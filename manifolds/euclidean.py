@@ -8,9 +8,10 @@ import torch.nn.functional as F
 
 from . import euclidean_math as em
 from ._precision import full_precision
+from .geometry import DEFAULT_MIN_RADIUS, Geometry, register_geometry
 
 
-class Euclidean(geoopt.Euclidean):
+class Euclidean(geoopt.Euclidean, Geometry):
     r"""Flat space :math:`\mathbb{R}^d` (geoopt's ``Euclidean``, ``ndim=1``) with the methods model
     and loss code call on any geometry, so that it never branches on the geometry:
 
@@ -27,10 +28,12 @@ class Euclidean(geoopt.Euclidean):
 
     hyperbolic = False
 
-    def __init__(self, normalize: bool = False):
+    def __init__(self, normalize: bool = False, min_radius: float = DEFAULT_MIN_RADIUS):
         super().__init__(ndim=1)
         self.normalize = normalize
-        self.register_buffer("_zero", torch.zeros(()))
+        self.min_radius = float(min_radius)
+        # Not saved with the weights: a constant that only follows the model's device.
+        self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
     @property
     def c(self) -> torch.Tensor:
@@ -83,11 +86,23 @@ class Euclidean(geoopt.Euclidean):
         return x.norm(dim=-1, keepdim=keepdim)
 
     @full_precision
-    def half_aperture(self, x: torch.Tensor, min_radius: float = 0.1) -> torch.Tensor:
-        """Half-aperture of the Euclidean entailment cone at ``x``: ``asin(min(1, K/|x|))``."""
-        return em.half_aperture(x, min_radius=min_radius)
+    def half_aperture(self, x: torch.Tensor, min_radius: float | None = None) -> torch.Tensor:
+        """Half-aperture of the Euclidean entailment cone at ``x``: ``asin(min(1, K/|x|))``, with
+        ``K`` defaulting to :attr:`min_radius`."""
+        return em.half_aperture(x, min_radius=self.min_radius if min_radius is None else min_radius)
 
     @full_precision
     def oxy_angle(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Angle at ``x`` between the ray origin→x extended and ``y - x``, row-wise."""
         return em.oxy_angle(x, y)
+
+    def poincare_radius(self, x: torch.Tensor) -> torch.Tensor:
+        """Radius on the unit disk for figures: ``tanh(|x|/2)`` (the Lorentz formula with ``c = 1``)."""
+        return torch.tanh(0.5 * self.dist0(x))
+
+
+register_geometry(
+    "euclidean", geometry_class=Euclidean, family="clip", display_name="CLIP", default_method="ac",
+    # CLIP's cosine geometry: embeddings normalised, no entailment loss, no curvature.
+    build=lambda *, curvature, learnable, min_radius: Euclidean(normalize=True, min_radius=min_radius),
+)

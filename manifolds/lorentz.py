@@ -10,10 +10,11 @@ import torch
 
 from . import lorentz_math as lm
 from ._precision import full_precision
+from .geometry import DEFAULT_MIN_RADIUS, Geometry, register_geometry
 from .interval import Interval
 
 
-class Lorentz(geoopt.Manifold):
+class Lorentz(geoopt.Manifold, Geometry):
     r"""Hyperboloid of curvature :math:`-c`, points in full coordinates ``(x_t, x_s)``, time first.
 
     A drop-in geoopt manifold: ``geoopt.ManifoldParameter(x, manifold=Lorentz())`` is optimised by
@@ -30,7 +31,9 @@ class Lorentz(geoopt.Manifold):
     learnable:
         Make ``c`` a parameter, stored as ``log c``.
     c_range:
-        ``(low, high)``: the curvature is clamped to this range when read.
+        ``(low, high)``: the curvature is kept in this range (see :class:`manifolds.Interval`).
+    min_radius:
+        The entailment cones' minimum radius ``K`` (the default of :meth:`half_aperture`).
 
     All computations run in float32 or float64: half-precision inputs are upcast and autocast is
     disabled inside every method (see :mod:`manifolds._precision`).
@@ -41,8 +44,10 @@ class Lorentz(geoopt.Manifold):
     reversible = False
     hyperbolic = True
 
-    def __init__(self, c: float = 1.0, learnable: bool = False, c_range: Tuple[float, float] = (0.1, 10.0)):
+    def __init__(self, c: float = 1.0, learnable: bool = False, c_range: Tuple[float, float] = (0.1, 10.0),
+                 min_radius: float = DEFAULT_MIN_RADIUS):
         super().__init__()
+        self.min_radius = float(min_radius)
         low, high = c_range
         if not (0 < low <= c <= high):
             raise ValueError(
@@ -76,7 +81,7 @@ class Lorentz(geoopt.Manifold):
         return 1.0 / self.c
 
     def extra_repr(self) -> str:
-        return f"c={float(self.c):.4g}, learnable={isinstance(self.log_c, torch.nn.Parameter)}"
+        return f"c={float(self.c.detach()):.4g}, learnable={isinstance(self.log_c, torch.nn.Parameter)}"
 
     # ----------------------------------------------------------------------------- conversions
     @full_precision
@@ -147,9 +152,10 @@ class Lorentz(geoopt.Manifold):
         return -self.cdist(x, y)
 
     @full_precision
-    def half_aperture(self, x: torch.Tensor, min_radius: float = 0.1) -> torch.Tensor:
-        """Half-aperture of the entailment cone at each point, ``(..., D) -> (...)``."""
-        return lm.half_aperture(x, c=self.c, min_radius=min_radius)
+    def half_aperture(self, x: torch.Tensor, min_radius: float | None = None) -> torch.Tensor:
+        """Half-aperture of the entailment cone at each point, ``(..., D) -> (...)``; ``min_radius``
+        defaults to :attr:`min_radius`."""
+        return lm.half_aperture(x, c=self.c, min_radius=self.min_radius if min_radius is None else min_radius)
 
     @full_precision
     def oxy_angle(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -246,3 +252,12 @@ class Lorentz(geoopt.Manifold):
         ok = bool((product.abs() <= atol + rtol * scale).all())
         reason = None if ok else f"<x, u>_L = {product.abs().max().item():.3g} is not 0"
         return ok, reason
+
+
+register_geometry(
+    "lorentz", geometry_class=Lorentz, family="meru", display_name="MERU", default_method="hac",
+    # MERU's entailment weight; the curvature is learned within a decade either side of its start.
+    entailment_weight=0.2, learn_curvature=True,
+    build=lambda *, curvature, learnable, min_radius: Lorentz(
+        c=curvature, learnable=learnable, c_range=(curvature / 10.0, curvature * 10.0), min_radius=min_radius),
+)

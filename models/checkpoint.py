@@ -121,7 +121,10 @@ def model_from_payload(payload: dict, path, *, expected_geometry: str | None = N
             f"expected a {expected_geometry} model"
         )
     model = create_model(config)
-    result = model.load_state_dict(payload["state_dict"], strict=False)
+    # Files written before a constant buffer became non-persistent still hold it: not an error.
+    constants = {name for name, _ in model.named_buffers()} - set(model.state_dict())
+    weights = {key: value for key, value in payload["state_dict"].items() if key not in constants}
+    result = model.load_state_dict(weights, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"checkpoint {path}: weights do not match config {config.name!r}: "

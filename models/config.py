@@ -6,7 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Dict
 
-GEOMETRIES = ("lorentz", "euclidean")
+from manifolds import geometry_names, geometry_spec, geometry_specs
+from manifolds.geometry import DEFAULT_MIN_RADIUS
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,10 @@ class TextConfig:
 class ModelConfig:
     """Everything needed to rebuild a model; stored in our checkpoints.
 
-    ``geometry`` is ``"lorentz"`` (MERU: exponential-map head, learnable curvature, entailment loss)
-    or ``"euclidean"`` (CLIP: L2-normalised head, cosine similarity, no entailment loss)."""
+    ``geometry`` names a registered geometry (``manifolds.geometry_names()``): ``"lorentz"`` (MERU:
+    exponential-map head, learnable curvature, entailment loss) or ``"euclidean"`` (CLIP:
+    L2-normalised head, cosine similarity, no entailment loss), ... ``min_radius`` is handed to the
+    geometry object, whose cones the entailment loss, the objectives and the audits all read."""
 
     name: str
     geometry: str
@@ -53,11 +56,11 @@ class ModelConfig:
     curvature: float = 1.0
     learn_curvature: bool = True
     entailment_weight: float = 0.2
-    min_radius: float = 0.1  # entailment cones' minimum radius K
+    min_radius: float = DEFAULT_MIN_RADIUS  # entailment cones' minimum radius K
 
     def __post_init__(self):
-        if self.geometry not in GEOMETRIES:
-            raise ValueError(f"geometry must be one of {GEOMETRIES}, got {self.geometry!r}")
+        if self.geometry not in geometry_names():
+            raise ValueError(f"geometry must be one of {geometry_names()}, got {self.geometry!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -89,21 +92,29 @@ def register_config(name: str):
 
 
 def get_config(name: str) -> ModelConfig:
-    if name not in _CONFIGS:
-        raise KeyError(name)
-    return _CONFIGS[name]()
+    """The config registered as ``name``, or ``<family>-<size>`` of a registered geometry's model
+    family (looked up when asked, so a geometry registered after this module still gets its sizes)."""
+    if name in _CONFIGS:
+        return _CONFIGS[name]()
+    for spec in geometry_specs():
+        for size, (embed_dim, vision, text) in _FAMILY_SIZES.items():
+            if name == f"{spec.family}-{size}":
+                return _family_config(name, spec.name, embed_dim, vision, text)
+    raise KeyError(name)
 
 
 def list_configs() -> list:
-    return sorted(_CONFIGS)
+    """Registered config names and every ``<family>-<size>`` of the registered geometries."""
+    family = [f"{spec.family}-{size}" for spec in geometry_specs() for size in _FAMILY_SIZES]
+    return sorted({*_CONFIGS, *family})
 
 
-def _pair(geometry_name: str, geometry: str, embed_dim, vision, text):
-    entailment = 0.2 if geometry == "lorentz" else 0.0
-    learn_curvature = geometry == "lorentz"
+def _family_config(name: str, geometry: str, embed_dim, vision, text) -> ModelConfig:
+    """A named config of ``geometry``'s model family, with the geometry's pretraining loss settings."""
+    spec = geometry_spec(geometry)
     return ModelConfig(
-        name=geometry_name, geometry=geometry, embed_dim=embed_dim, vision=vision, text=text,
-        entailment_weight=entailment, learn_curvature=learn_curvature,
+        name=name, geometry=geometry, embed_dim=embed_dim, vision=vision, text=text,
+        entailment_weight=spec.entailment_weight, learn_curvature=spec.learn_curvature,
     )
 
 
@@ -122,11 +133,9 @@ _VITS = {
     "vit-l": VisionConfig(kind="timm", image_size=224, timm_name="vit_large_patch16_224"),
 }
 
-for _geometry, _prefix in (("lorentz", "meru"), ("euclidean", "clip")):
-    register_config(f"{_prefix}-tiny")(
-        lambda g=_geometry, p=_prefix: _pair(f"{p}-tiny", g, 64, _TINY_VISION, _TINY_TEXT)
-    )
-    for _vit, _vision in _VITS.items():
-        register_config(f"{_prefix}-{_vit}")(
-            lambda g=_geometry, p=_prefix, v=_vit, vis=_vision: _pair(f"{p}-{v}", g, 512, vis, _MERU_TEXT)
-        )
+# Every registered geometry's model family comes in these sizes (``meru-tiny``, ``clip-vit-b``, ...):
+# embedding width, vision tower, text tower.
+_FAMILY_SIZES = {
+    "tiny": (64, _TINY_VISION, _TINY_TEXT),
+    **{vit: (512, vision, _MERU_TEXT) for vit, vision in _VITS.items()},
+}

@@ -7,9 +7,7 @@ import functools
 import torch
 
 from .config import ModelConfig, TextConfig, VisionConfig, get_config, list_configs
-from .model import CLIP, MERU, ImageTextModel
-
-_MODEL_CLASSES = {"lorentz": MERU, "euclidean": CLIP}
+from .model import ImageTextModel
 
 
 def list_models() -> list:
@@ -33,7 +31,7 @@ def create_model(name_or_config, **overrides) -> ImageTextModel:
         config = name_or_config.replace(**overrides) if overrides else name_or_config
     else:
         config = model_config(name_or_config, **overrides)
-    return _MODEL_CLASSES[config.geometry](config)
+    return ImageTextModel.class_for(config.geometry)(config)
 
 
 def _open_clip_config(name: str) -> ModelConfig:

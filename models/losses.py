@@ -21,10 +21,10 @@ def info_nce_rows(logits: torch.Tensor, targets: torch.Tensor | None = None) -> 
     return 0.5 * (image_to_text + text_to_image)
 
 
-def entailment_rows(geometry, general: torch.Tensor, specific: torch.Tensor, *, min_radius: float = 0.1,
-                    margin: float = 0.0) -> torch.Tensor:
+def entailment_rows(geometry, general: torch.Tensor, specific: torch.Tensor, *, margin: float = 0.0) -> torch.Tensor:
     r"""Per-row cone violation :math:`\max(0, \operatorname{ext}(g, s) - \operatorname{aper}(g) + m)`:
-    how far ``specific`` lies outside the entailment cone of ``general``. ``(n, D), (n, D) -> (n,)``"""
+    how far ``specific`` lies outside the entailment cone of ``general`` (the cones of ``geometry``,
+    with its own minimum radius). ``(n, D), (n, D) -> (n,)``"""
     angle = geometry.oxy_angle(general, specific)
-    aperture = geometry.half_aperture(general, min_radius=min_radius)
+    aperture = geometry.half_aperture(general)
     return F.relu(angle - aperture + margin)

@@ -10,7 +10,7 @@ import geoopt
 import torch
 from torch import nn
 
-from manifolds import Euclidean, Lorentz
+from manifolds import Geometry, geometry_spec
 
 from .config import ModelConfig
 from .losses import entailment_rows, info_nce_rows
@@ -23,16 +23,11 @@ BPE_VOCAB_SIZE = 49408  # open_clip's (and MERU's) tokenizer
 BPE_START, BPE_END = 49406, 49407
 
 
-def build_geometry(config: ModelConfig) -> nn.Module:
-    """The geometry object of a config: MERU's learnable-curvature hyperboloid or CLIP's sphere."""
-    factories = {
-        "lorentz": lambda: Lorentz(
-            c=config.curvature, learnable=config.learn_curvature,
-            c_range=(config.curvature / 10.0, config.curvature * 10.0),
-        ),
-        "euclidean": lambda: Euclidean(normalize=True),
-    }
-    return factories[config.geometry]()
+def build_geometry(config: ModelConfig) -> Geometry:
+    """The geometry object of a config, built by its registered geometry (MERU's learnable-curvature
+    hyperboloid, CLIP's sphere, ...) with the config's curvature and cone radius."""
+    return geometry_spec(config.geometry).build(
+        curvature=config.curvature, learnable=config.learn_curvature, min_radius=config.min_radius)
 
 
 class ImageTextModel(nn.Module):
@@ -48,7 +43,26 @@ class ImageTextModel(nn.Module):
     parameters. Images enter as ``[0, 1]`` pixels and are normalised with ImageNet statistics inside.
     """
 
+    # The geometry a subclass is bound to, declared as ``class MERU(ImageTextModel, geometry="lorentz")``;
+    # create_model builds that subclass for its geometry's configs and ImageTextModel for the others.
+    bound_geometry: str | None = None
+    _bound_classes: dict = {}
+
+    def __init_subclass__(cls, geometry: str | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.bound_geometry = geometry
+        if geometry is not None:
+            ImageTextModel._bound_classes[geometry] = cls
+
+    @staticmethod
+    def class_for(geometry: str) -> type:
+        """The model class that :func:`models.create_model` builds for a config of ``geometry``."""
+        return ImageTextModel._bound_classes.get(geometry, ImageTextModel)
+
     def __init__(self, config: ModelConfig):
+        if self.bound_geometry is not None and config.geometry != self.bound_geometry:
+            raise ValueError(f"{type(self).__name__} needs a {self.bound_geometry!r} config, "
+                             f"got {config.name!r} ({config.geometry})")
         super().__init__()
         self.config = config
         self.geometry = build_geometry(config)
@@ -171,7 +185,7 @@ class ImageTextModel(nn.Module):
     def entailment_loss(self, image_embeddings, text_embeddings) -> torch.Tensor:
         """MERU's entailment loss: each caption's cone should contain its image."""
         return entailment_rows(
-            self.geometry, text_embeddings, image_embeddings, min_radius=self.config.min_radius
+            self.geometry, text_embeddings, image_embeddings
         ).mean()
 
     def pretraining_loss(self, images: torch.Tensor, tokens: torch.Tensor, *,
@@ -214,19 +228,9 @@ def _projection(in_features: int, out_features: int) -> geoopt.ManifoldParameter
     return geoopt.ManifoldParameter(weight, manifold=geoopt.Euclidean(ndim=2))
 
 
-class MERU(ImageTextModel):
+class MERU(ImageTextModel, geometry="lorentz"):
     """MERU (Desai et al., 2023): the image–text model on the Lorentz hyperboloid."""
 
-    def __init__(self, config: ModelConfig):
-        if config.geometry != "lorentz":
-            raise ValueError(f"MERU needs a 'lorentz' config, got {config.name!r} ({config.geometry})")
-        super().__init__(config)
 
-
-class CLIP(ImageTextModel):
+class CLIP(ImageTextModel, geometry="euclidean"):
     """CLIP (Radford et al., 2021) with the same towers: L2-normalised embeddings, cosine logits."""
-
-    def __init__(self, config: ModelConfig):
-        if config.geometry != "euclidean":
-            raise ValueError(f"CLIP needs a 'euclidean' config, got {config.name!r} ({config.geometry})")
-        super().__init__(config)

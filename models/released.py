@@ -53,8 +53,6 @@ __all__ = [
 # ViT width of MERU's released image encoders -> our config suffix.
 _VIT_BY_WIDTH = {384: "vit-s", 768: "vit-b", 1024: "vit-l"}
 _FILE_NAME = re.compile(r"(meru|clip)_vit_([sbl])(?![a-z0-9])")
-# Our keys a released checkpoint need not provide: constants, and (CLIP) unused alphas.
-_OWN_CONSTANTS = ("geometry._zero",)
 _TEXT_BLOCK_PARTS = (
     "ln_1.weight", "ln_1.bias", "attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight",
     "attn.out_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
@@ -246,22 +244,22 @@ def released_model_from_payload(payload, path, model_name: str | ModelConfig | N
     if model_name is None:
         model_name = infer_released_model_name(raw, path)
     config = model_name if isinstance(model_name, ModelConfig) else _released_config(model_name, path)
-    is_meru = "curv" in raw
-    if config.geometry == "lorentz" and not is_meru:
+    is_meru = "curv" in raw  # MERU's files carry their learned curvature; CLIPBaseline's do not
+    if config.learn_curvature and not is_meru:
         raise CheckpointError(
             f"checkpoint {path}: holds a CLIP (euclidean) model - no 'curv' key - but "
-            f"{config.name!r} is a MERU (lorentz) model; missing keys ['curv']"
+            f"{config.name!r} is a {config.geometry} model with a learned curvature; missing keys ['curv']"
         )
-    if config.geometry == "euclidean" and is_meru:
+    if is_meru and not config.learn_curvature:
         raise CheckpointError(
-            f"checkpoint {path}: holds a MERU (lorentz) model but {config.name!r} is a CLIP "
-            f"(euclidean) model; unexpected keys ['curv']"
+            f"checkpoint {path}: holds a MERU (lorentz) model but {config.name!r} is a "
+            f"{config.geometry} model without a curvature; unexpected keys ['curv']"
         )
 
     weights = convert_meru_state_dict(raw)
     model = create_model(config)
-    optional = set(_OWN_CONSTANTS)
-    if config.geometry == "euclidean":
+    optional = set()
+    if not is_meru:
         # MERU's CLIPBaseline has no feature scales; CLIP normalises, so any scale works: use 1.
         optional |= {"visual_alpha", "textual_alpha"}
         with torch.no_grad():
@@ -391,5 +389,5 @@ def load_open_clip_state_dict(path, arch, *, map_location="cpu", image_mean=None
         "pixel_mean": torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1),
         "pixel_std": torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1),
     })
-    _load_into(model, weights, path, optional=set(_OWN_CONSTANTS))
+    _load_into(model, weights, path, optional=set())
     return model.to(map_location), file_metadata(path, model, "open_clip")

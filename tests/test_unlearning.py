@@ -92,8 +92,8 @@ def test_hac_adds_the_weighted_entailment_and_norm_terms_to_ac():
     hac = unlearning.create_objective("hac", **options).loss(embeddings, geometry, batch)
     torch.manual_seed(3)
     ac = unlearning.create_objective("ac").loss(embeddings, geometry, batch)
-    own = terms.own_cone_exit(embeddings, geometry, batch, margin=3.0, min_radius=0.1)
-    retain = terms.retain_entailment(embeddings, geometry, batch, min_radius=0.1)
+    own = terms.own_cone_exit(embeddings, geometry, batch, margin=3.0)
+    retain = terms.retain_entailment(embeddings, geometry, batch)
     norm = terms.norm_regularisation(embeddings, geometry)
     assert own > 0 and retain > 0 and norm > 0  # every term takes part
     expected = ac["loss"] + 0.5 * (1.5 * own + 0.25 * retain) + 2.0 * norm
@@ -128,11 +128,11 @@ def test_cone_terms_by_hand():
     batch = _batch([0, 1], [True, False])
     embeddings = Embeddings(images=torch.cat([inside, outside]), texts=torch.cat([text, text]), scale=torch.tensor(1.0))
     # Forget row 0 sits on the axis of its caption's cone: the exit hinge is the whole aperture.
-    exit_value = terms.own_cone_exit(embeddings, geometry, batch, margin=0.0, min_radius=0.1).item()
+    exit_value = terms.own_cone_exit(embeddings, geometry, batch, margin=0.0).item()
     assert exit_value == pytest.approx(aperture, abs=1e-5)
     # Retain row 1 is outside its caption's cone: MERU's hinge is ext - aper > 0.
     angle = geometry.oxy_angle(text, outside).item()
-    retain = terms.retain_entailment(embeddings, geometry, batch, min_radius=0.1).item()
+    retain = terms.retain_entailment(embeddings, geometry, batch).item()
     assert retain == pytest.approx(angle - aperture, rel=1e-9) and retain > 0
 
 

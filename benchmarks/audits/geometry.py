@@ -13,17 +13,18 @@ from .metrics import NAN, mean
 
 
 @torch.no_grad()
-def in_cone(geometry, apex: torch.Tensor, points: torch.Tensor, *, min_radius: float = 0.1) -> torch.Tensor:
+def in_cone(geometry, apex: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Whether each ``points[i]`` lies in the entailment cone of ``apex[i]`` (rows broadcast):
-    ``oxy_angle(apex, point) <= half_aperture(apex)``. ``-> (n,)`` bool."""
-    return geometry.oxy_angle(apex, points) <= geometry.half_aperture(apex, min_radius=min_radius)
+    ``oxy_angle(apex, point) <= half_aperture(apex)``, with the geometry's own minimum radius (the
+    one the model was trained and unlearned with). ``-> (n,)`` bool."""
+    return geometry.oxy_angle(apex, points) <= geometry.half_aperture(apex)
 
 
-def cone_fraction(geometry, apex: torch.Tensor, points: torch.Tensor, *, min_radius: float = 0.1) -> float:
+def cone_fraction(geometry, apex: torch.Tensor, points: torch.Tensor) -> float:
     """Fraction of ``points`` inside the cone of their ``apex`` (``nan`` for no points)."""
     if len(points) == 0:
         return NAN
-    return mean(in_cone(geometry, apex, points, min_radius=min_radius))
+    return mean(in_cone(geometry, apex, points))
 
 
 @torch.no_grad()
@@ -36,15 +37,14 @@ def audit_geometry(model, context: AuditContext, embedded: Embedded | None = Non
     - ``curvature``: ``c`` of the geometry (0 for Euclidean)."""
     embedded = embedded or context.embed(model)
     geometry = model.geometry
-    min_radius = float(getattr(model.config, "min_radius", 0.1))
     parent_of_class = torch.from_numpy(context.class_parent_index).to(embedded.parents.device)
     results = {}
     for prefix, group in (("forget", "forget_test"), ("retain", "retain_test")):
         images, texts = embedded.images[group], embedded.texts[group]
         results[f"{prefix}_image_dist0"] = mean(geometry.dist0(images)) if len(images) else NAN
         results[f"{prefix}_text_dist0"] = mean(geometry.dist0(texts)) if len(texts) else NAN
-        results[f"{prefix}_in_cone"] = cone_fraction(geometry, texts, images, min_radius=min_radius)
+        results[f"{prefix}_in_cone"] = cone_fraction(geometry, texts, images)
         parents = embedded.parents[parent_of_class[embedded.targets[group]]]
-        results[f"{prefix}_in_parent_cone"] = cone_fraction(geometry, parents, images, min_radius=min_radius)
+        results[f"{prefix}_in_parent_cone"] = cone_fraction(geometry, parents, images)
     results["curvature"] = float(geometry.c)
     return results

@@ -21,9 +21,10 @@ class HyperbolicAlignmentCalibration(AlignmentCalibration):
             prompt cone) + ``retain_entailment_weight`` · (MERU's entailment loss on retain pairs).
         norm_weight: :math:`\lambda_N`, weight of norm regularisation: squared change of every
             embedding's distance to the origin against the frozen original model.
-        min_radius: the cones' minimum radius K.
     Each weight can be set to 0 for ablations; with ``entailment_weight = norm_weight = 0`` this is
-    exactly ``ac`` (AC on MERU). Refuses a Euclidean model."""
+    exactly ``ac`` (AC on MERU). The cones' minimum radius K is the model geometry's own
+    (``ModelConfig.min_radius``), the one its pretraining and the geometry audit use. Refuses a
+    flat geometry."""
 
     entailment_weight: float = 1.0
     norm_weight: float = 1.0
@@ -31,7 +32,6 @@ class HyperbolicAlignmentCalibration(AlignmentCalibration):
     parent_cone_weight: float = 0.0
     retain_entailment_weight: float = 1.0
     cone_margin: float = 0.0
-    min_radius: float = 0.1
 
     requires_hyperbolic = True
 
@@ -48,14 +48,10 @@ class HyperbolicAlignmentCalibration(AlignmentCalibration):
         loss = parts["loss"]
         if self.entailment_weight:
             entailment = self.own_cone_weight * own_cone_exit(
-                embeddings, geometry, batch, margin=self.cone_margin, min_radius=self.min_radius
-            ) + self.retain_entailment_weight * retain_entailment(
-                embeddings, geometry, batch, min_radius=self.min_radius
-            )
+                embeddings, geometry, batch, margin=self.cone_margin
+            ) + self.retain_entailment_weight * retain_entailment(embeddings, geometry, batch)
             if self.parent_cone_weight:
-                entailment = entailment + self.parent_cone_weight * parent_cone_entry(
-                    embeddings, geometry, batch, min_radius=self.min_radius
-                )
+                entailment = entailment + self.parent_cone_weight * parent_cone_entry(embeddings, geometry, batch)
             parts["entailment"] = entailment
             loss = loss + self.entailment_weight * entailment
         if self.norm_weight:

@@ -25,8 +25,8 @@ class Objective:
     def validate(self, geometry, model_name: str = "model") -> None:
         if self.requires_hyperbolic and not geometry.hyperbolic:
             raise ValueError(
-                f"objective {self.name!r} needs a hyperbolic (Lorentz) model such as MERU, but "
-                f"{model_name!r} is Euclidean; use 'ac' for CLIP"
+                f"objective {self.name!r} needs a hyperbolic model such as MERU, but "
+                f"{model_name!r} is flat ({type(geometry).__name__}); use 'ac' for CLIP"
             )
 
     def loss(self, embeddings: Embeddings, geometry, batch: Batch) -> dict:
@@ -70,22 +70,23 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return values[mask].mean() if mask.any() else values.new_zeros(())
 
 
-def own_cone_exit(embeddings: Embeddings, geometry, batch: Batch, *, margin: float, min_radius: float) -> torch.Tensor:
-    r"""Forget images out of their caption's cone: :math:`\operatorname{mean}_U \max(0, aper(v_i) - ext(v_i, u_i) + m)`."""
+def own_cone_exit(embeddings: Embeddings, geometry, batch: Batch, *, margin: float) -> torch.Tensor:
+    r"""Forget images out of their caption's cone: :math:`\operatorname{mean}_U \max(0, aper(v_i) - ext(v_i, u_i) + m)`
+    (the geometry's cones, with its own minimum radius, as everywhere)."""
     angle = geometry.oxy_angle(embeddings.texts, embeddings.images)
-    aperture = geometry.half_aperture(embeddings.texts, min_radius=min_radius)
+    aperture = geometry.half_aperture(embeddings.texts)
     return _masked_mean(torch.relu(aperture - angle + margin), batch.forget)
 
 
-def parent_cone_entry(embeddings: Embeddings, geometry, batch: Batch, *, min_radius: float) -> torch.Tensor:
+def parent_cone_entry(embeddings: Embeddings, geometry, batch: Batch) -> torch.Tensor:
     r"""Forget images into their parent concept's cone: :math:`\operatorname{mean}_U \max(0, ext(p_i, u_i) - aper(p_i))`."""
-    rows = entailment_rows(geometry, embeddings.parent_prompts, embeddings.images, min_radius=min_radius)
+    rows = entailment_rows(geometry, embeddings.parent_prompts, embeddings.images)
     return _masked_mean(rows, batch.forget)
 
 
-def retain_entailment(embeddings: Embeddings, geometry, batch: Batch, *, min_radius: float) -> torch.Tensor:
+def retain_entailment(embeddings: Embeddings, geometry, batch: Batch) -> torch.Tensor:
     """MERU's entailment loss on the retain pairs (captions keep entailing their images)."""
-    rows = entailment_rows(geometry, embeddings.texts, embeddings.images, min_radius=min_radius)
+    rows = entailment_rows(geometry, embeddings.texts, embeddings.images)
     return _masked_mean(rows, ~batch.forget)
 
 
