@@ -94,6 +94,17 @@ class Lorentz(geoopt.Manifold, Geometry):
         return lm.to_space(x)
 
     @full_precision
+    def lorentz_to_poincare(self, x: torch.Tensor) -> torch.Tensor:
+        """Isometry onto the Poincaré ball of curvature ``-c`` (radius ``1/sqrt(c)``, geoopt's
+        ``PoincareBall(c)``): ``x_s / (1 + sqrt(c) x_t)``, ``(..., d+1) -> (..., d)``."""
+        return lm.lorentz_to_poincare(x, c=self.c)
+
+    @full_precision
+    def poincare_to_lorentz(self, p: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`lorentz_to_poincare`, ``(..., d) -> (..., d+1)``."""
+        return lm.poincare_to_lorentz(p, c=self.c)
+
+    @full_precision
     def lift(self, v: torch.Tensor) -> torch.Tensor:
         """Map a feature ``v`` read as a tangent vector at the origin (space part, ``(..., d)``)
         onto the manifold: ``from_space(exp_map0(v))`` in MERU's terms. ``-> (..., d+1)``."""
@@ -109,6 +120,11 @@ class Lorentz(geoopt.Manifold, Geometry):
     def inner(self, x, u: torch.Tensor, v: torch.Tensor = None, *, keepdim: bool = False) -> torch.Tensor:
         r"""Lorentz inner product :math:`\langle u, v\rangle_L` (``v = u`` when omitted); ``x`` unused."""
         return lm.inner(u, u if v is None else v, keepdim=keepdim)
+
+    @full_precision
+    def inner0(self, v: torch.Tensor = None, *, keepdim: bool = False) -> torch.Tensor:
+        r"""Lorentz inner product with the origin, :math:`\langle v, O\rangle_L = -v_t/\sqrt c` (geoopt's ``inner0``)."""
+        return lm.inner0(v, c=self.c, keepdim=keepdim)
 
     @full_precision
     def component_inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor = None) -> torch.Tensor:
@@ -198,6 +214,17 @@ class Lorentz(geoopt.Manifold, Geometry):
         """Logarithmic map at the origin: ``(0, v)`` with ``|v| = dist0(y)``."""
         return lm.logmap0(y, c=self.c)
 
+    @full_precision
+    def logmap0back(self, x: torch.Tensor) -> torch.Tensor:
+        """Logarithmic map of the origin at ``x``: the tangent vector at ``x`` pointing to the origin."""
+        return lm.logmap0back(x, c=self.c)
+
+    @full_precision
+    def geodesic_unit(self, t, x: torch.Tensor, u: torch.Tensor, *, project: bool = True) -> torch.Tensor:
+        """Point at time ``t`` on the unit-speed geodesic from ``x`` with direction ``u`` (normalised
+        here; geoopt assumes ``|u| = 1``). Always on the manifold; ``project`` kept for geoopt."""
+        return lm.geodesic_unit(t, x, u, c=self.c)
+
     def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Retraction: the exponential map itself (it is cheap and stable here)."""
         return self.expmap(x, u)
@@ -223,7 +250,16 @@ class Lorentz(geoopt.Manifold, Geometry):
         return geoopt.ManifoldTensor(point, manifold=self)
 
     def random_normal(self, *size, mean=0.0, std=1.0, dtype=None, device=None) -> "geoopt.ManifoldTensor":
-        """Points ``lift(v)`` with space-part tangent vectors ``v ~ N(mean, std^2)``."""
+        r"""Random points of shape ``size`` (last entry ``D = d + 1``) from the *wrapped normal at the
+        origin*: a tangent vector at the origin ``(0, v)`` with i.i.d. coordinates
+        :math:`v_i \sim N(\text{mean}, \text{std}^2)`, ``i = 1..d``, mapped by :meth:`expmap0`
+        (i.e. :meth:`lift`), so ``logmap0`` of the points is ``(0, v)`` and ``dist0 = |v|``.
+
+        This is geoopt's documented meaning ("measure induced by the Normal distribution on the
+        tangent space of zero"). geoopt's own code differs: it draws all ``D`` coordinates (time
+        included), rescales the draw to unit Euclidean norm (so ``std`` has no effect and every point
+        lies within distance 1 of the origin) and then applies ``expmap0``. ``random`` is an alias.
+        ``dtype`` defaults to torch's default dtype."""
         if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)):
             size = tuple(size[0])
         self._assert_check_shape(size, "x")

@@ -1,6 +1,6 @@
 r"""Pure functions for the Lorentz (hyperboloid) model of hyperbolic space.
 
-Conventions (``shared/SPEC.md`` section 1): curvature is :math:`-c` with :math:`c > 0`; a point is
+Conventions (``docs/SPEC.md`` section 1): curvature is :math:`-c` with :math:`c > 0`; a point is
 stored in *full coordinates* ``x = (x_t, x_s)`` with the time coordinate first and
 
 .. math:: \langle x, y \rangle_L = x_s \cdot y_s - x_t y_t, \qquad \langle x, x \rangle_L = -1/c .
@@ -14,8 +14,19 @@ for full coordinates and ``d`` for space components.
 
 Numerical notes. In float32, ``1 + 1e-8 == 1``: every clamp below takes its epsilon from
 :func:`near_one_eps` or :func:`tiny` for the dtype at hand, so that it actually does something.
-Exponentials are capped at :data:`MAX_SQRT_C_NORM` (MERU's ``asinh(2**15)``), so no coordinate
-exceeds ``2**15 / sqrt(c)`` and squares and products of coordinates stay finite in float32.
+Exponential steps are capped at :func:`max_sqrt_c_norm` of the dtype: MERU's ``asinh(2**15)``
+(:data:`MAX_SQRT_C_NORM`) in float32 and lower precisions, so that no coordinate of a point from the
+origin exceeds ``2**15 / sqrt(c)`` and squares and products of coordinates stay finite in float32
+(and trained models see exactly MERU's map); in float64 a far larger ``asinh(2**239)``
+(:data:`MAX_SQRT_C_NORM_FLOAT64`), derived the same way, so float64 maps are exact up to geodesic
+lengths of about ``166 / sqrt(c)``. :func:`transp` evaluates float32 (and lower) inputs in float64:
+its result depends on low-order bits of coordinates of size ``e^{sqrt(c) r}`` that float32 arithmetic
+cannot keep.
+
+geoopt parity: :func:`inner0`, :func:`logmap0back`, :func:`geodesic_unit` and the Poincaré-ball maps
+:func:`lorentz_to_poincare` / :func:`poincare_to_lorentz` have geoopt's meaning with ``k = 1/c``
+(the ball here is the isometric one, of curvature ``-c`` and radius ``1/sqrt(c)``; geoopt's free
+functions use the unit ball for every ``k``, i.e. ``sqrt(c)`` times our ball point).
 """
 
 from __future__ import annotations
@@ -25,8 +36,22 @@ import math
 import torch
 
 # MERU's cap on sqrt(c)·|v| in the exponential map: sinh of it is 2**15, so coordinates and their
-# pairwise products (~2**30) stay far from the float32 overflow at ~3.4e38.
+# pairwise products (~2**30) stay far from the float32 overflow at ~3.4e38. Kept for float32 and
+# every lower precision (trained MERU models run their exponential map in float32 with this cap).
 MAX_SQRT_C_NORM = math.asinh(2.0**15)
+
+# The float64 cap, derived the same way. The largest quantities the geometry forms are products of
+# four coordinates (z**2 with z = -c<x, y>_L in the pairwise distance): with coordinates up to 2**15
+# that is 2**60, 2**68 below float32's overflow at 2**128. Keeping the same 2**68 headroom below
+# float64's overflow at 2**1024 gives coordinates up to 2**((1024 - 68) / 4) = 2**239.
+MAX_SQRT_C_NORM_FLOAT64 = math.asinh(2.0**239)
+
+
+def max_sqrt_c_norm(dtype: torch.dtype) -> float:
+    """Cap on ``sqrt(c)·|v|`` (a geodesic length times ``sqrt(c)``) in the exponential maps for
+    ``dtype``: :data:`MAX_SQRT_C_NORM_FLOAT64` (about 166.4) in float64, MERU's
+    :data:`MAX_SQRT_C_NORM` (about 11.09) in every other dtype."""
+    return MAX_SQRT_C_NORM_FLOAT64 if dtype == torch.float64 else MAX_SQRT_C_NORM
 
 
 def near_one_eps(dtype: torch.dtype) -> float:
@@ -49,6 +74,18 @@ def _safe_norm(x: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
     return squared.clamp_min(tiny(x.dtype)).sqrt()
 
 
+def _unit_and_norm(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x/|x|, |x|)`` over the last dimension, ``(0, 0)`` at ``x = 0``, with finite gradients.
+
+    ``x`` is first divided by its largest absolute component, so the direction is a unit vector even
+    for norms below :func:`tiny`'s square root (``x / _safe_norm(x)`` is shorter than 1 there)."""
+    # Guards the division by zero at x = 0 (then the direction is 0 and the norm 0).
+    largest = x.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    scaled = x / largest
+    scaled_norm = _safe_norm(scaled, keepdim=True)
+    return scaled / scaled_norm, largest * scaled_norm
+
+
 def time_component(x_space: torch.Tensor, *, c) -> torch.Tensor:
     r"""Time coordinate of the point with space part ``x_space``: :math:`\sqrt{1/c + |x_s|^2}`.
 
@@ -64,6 +101,34 @@ def from_space(x_space: torch.Tensor, *, c) -> torch.Tensor:
 def to_space(x: torch.Tensor) -> torch.Tensor:
     """Full coordinates ``(..., d + 1)`` -> space components ``(..., d)``."""
     return x[..., 1:]
+
+
+def lorentz_to_poincare(x: torch.Tensor, *, c) -> torch.Tensor:
+    r"""Hyperboloid -> Poincaré ball of curvature :math:`-c` (radius :math:`1/\sqrt{c}`), the isometry
+
+    .. math:: p = \frac{x_s}{1 + \sqrt{c}\,x_t} .
+
+    geoopt's ``lorentz_to_poincare(x, k)`` is :math:`x_s / (x_t + \sqrt{k})`, the same map into the
+    *unit* ball (``sqrt(c)`` times ``p``); geoopt's ``PoincareBall(c)`` is the ball used here, so
+    ``PoincareBall(c).dist(p, q)`` equals :func:`dist`. ``(..., D) -> (..., d)``."""
+    return x[..., 1:] / (1.0 + c**0.5 * x[..., :1])
+
+
+def poincare_to_lorentz(p: torch.Tensor, *, c) -> torch.Tensor:
+    r"""Poincaré ball of curvature :math:`-c` -> hyperboloid, the inverse of :func:`lorentz_to_poincare`:
+
+    .. math:: x_s = \frac{2p}{1 - c|p|^2}, \qquad
+              x_t = \frac{1 + c|p|^2}{\sqrt{c}\,(1 - c|p|^2)} = \sqrt{1/c + |x_s|^2} .
+
+    (geoopt's ``poincare_to_lorentz(q, k)`` gives the same point for ``q = sqrt(c) p``.)
+    :math:`1 - c|p|^2` is formed as :math:`(1 - \sqrt{c}|p|)(1 + \sqrt{c}|p|)`, and the time
+    coordinate is recomputed from the space part, so the point lies on the hyperboloid.
+    ``(..., d) -> (..., D)``."""
+    scaled_norm = c**0.5 * _safe_norm(p, keepdim=True)
+    # Guards the division for points on (or, by rounding, beyond) the boundary of the ball: they map
+    # to huge but finite space parts instead of inf/NaN or a reflected point.
+    gap = ((1.0 - scaled_norm) * (1.0 + scaled_norm)).clamp_min(tiny(p.dtype))
+    return from_space(2.0 * p / gap, c=c)
 
 
 def project(x: torch.Tensor, *, c) -> torch.Tensor:
@@ -86,6 +151,15 @@ def inner(u: torch.Tensor, v: torch.Tensor, *, keepdim: bool = False) -> torch.T
     ``(..., D), (..., D) -> (...)`` (``(..., 1)`` with ``keepdim``)."""
     product = u * v
     result = product[..., 1:].sum(dim=-1, keepdim=True) - product[..., :1]
+    return result if keepdim else result.squeeze(-1)
+
+
+def inner0(v: torch.Tensor, *, c, keepdim: bool = False) -> torch.Tensor:
+    r"""Lorentz inner product with the origin :math:`O = (1/\sqrt{c}, 0, \dots, 0)`:
+    :math:`\langle v, O\rangle_L = -v_t/\sqrt{c}` (geoopt's ``inner0``, ``-v_t\sqrt{k}``).
+
+    ``(..., D) -> (...)`` (``(..., 1)`` with ``keepdim``)."""
+    result = -v[..., :1] / c**0.5
     return result if keepdim else result.squeeze(-1)
 
 
@@ -121,11 +195,13 @@ def expmap0_space(v: torch.Tensor, *, c) -> torch.Tensor:
 
     .. math:: x_s = \frac{\sinh(\sqrt{c}\,|v|)}{\sqrt{c}\,|v|}\, v .
 
-    ``(..., d) -> (..., d)``."""
+    ``sqrt(c)|v|`` is capped at :func:`max_sqrt_c_norm` of ``v``'s dtype (MERU's ``asinh(2**15)``
+    in float32, ``asinh(2**239)`` in float64). ``(..., d) -> (..., d)``."""
     sqrt_c = c**0.5
     scaled_norm = sqrt_c * _safe_norm(v, keepdim=True)
-    # Guards sinh overflow (and fp16/fp32 overflow of later squares): MERU's cap asinh(2**15).
-    capped = scaled_norm.clamp_max(MAX_SQRT_C_NORM)
+    # Guards sinh overflow (and overflow of later squares and products of coordinates): the cap of
+    # the dtype (MERU's asinh(2**15) in float32).
+    capped = scaled_norm.clamp_max(max_sqrt_c_norm(scaled_norm.dtype))
     return torch.sinh(capped) * v / scaled_norm
 
 
@@ -261,8 +337,7 @@ def egrad2rgrad(x: torch.Tensor, grad: torch.Tensor, *, c) -> torch.Tensor:
 
 def _tangent_norm_space(x: torch.Tensor, u_space: torch.Tensor, *, c) -> torch.Tensor:
     """:func:`tangent_norm` from the space part ``u_space`` ``(..., d)``; returns ``(..., 1)``."""
-    x_space = x[..., 1:]
-    x_unit = x_space / _safe_norm(x_space, keepdim=True)
+    x_unit, _ = _unit_and_norm(x[..., 1:])
     along = (u_space * x_unit).sum(-1, keepdim=True)
     across = u_space - along * x_unit
     squared = across.pow(2).sum(-1, keepdim=True) + along.pow(2) / (c * x[..., :1].pow(2))
@@ -290,13 +365,39 @@ def expmap(x: torch.Tensor, u: torch.Tensor, *, c) -> torch.Tensor:
 
     ``u`` is read through its space part (its time coordinate is taken as the one that makes it
     tangent at ``x``, see :func:`tangent_norm`); the result's time coordinate is recomputed from its
-    space part, so it lies on the hyperboloid. Steps longer than ``MAX_SQRT_C_NORM / sqrt(c)`` are
-    shortened to that length, as in MERU's map at the origin, so ``expmap`` at the origin equals
-    :func:`expmap0`. ``(..., D), (..., D) -> (..., D)``."""
+    space part, so it lies on the hyperboloid. Steps longer than ``max_sqrt_c_norm(dtype) / sqrt(c)``
+    are shortened to that length, as in MERU's map at the origin, so ``expmap`` at the origin equals
+    :func:`expmap0`: about ``11.09 / sqrt(c)`` in float32 (MERU's cap), ``166.4 / sqrt(c)`` in
+    float64, where ``d(x, expmap(x, u)) = |u|_L`` holds to full precision below that (e.g. 20.0 for
+    ``|u|_L = 20``, ``c = 1``, as geoopt). ``(..., D), (..., D) -> (..., D)``."""
     scaled_norm = c**0.5 * tangent_norm(x, u, c=c, keepdim=True)
-    # Guards cosh/sinh overflow for huge steps (same cap as the map at the origin).
-    capped = scaled_norm.clamp_max(MAX_SQRT_C_NORM)
+    # Guards cosh/sinh overflow for huge steps (same dtype-dependent cap as the map at the origin).
+    capped = scaled_norm.clamp_max(max_sqrt_c_norm(scaled_norm.dtype))
     moved = torch.cosh(capped) * x[..., 1:] + torch.sinh(capped) / scaled_norm * u[..., 1:]
+    return from_space(moved, c=c)
+
+
+def geodesic_unit(t, x: torch.Tensor, u: torch.Tensor, *, c) -> torch.Tensor:
+    r"""Point at time ``t`` on the unit-speed geodesic from ``x`` with direction ``u`` (geoopt's
+    ``geodesic_unit``):
+
+    .. math:: \gamma(t) = \cosh(\sqrt{c}\,t)\,x + \frac{\sinh(\sqrt{c}\,t)}{\sqrt{c}}\,\hat u,
+              \qquad \hat u = u/|u|_L .
+
+    geoopt's formula assumes ``|u|_L = 1`` (its docstring says direction :math:`u/\|u\|_x`); here
+    ``u`` is normalised first, so any non-zero tangent vector gives the same curve, and a unit ``u``
+    gives geoopt's point. ``d(x, \gamma(t)) = |t|``; negative ``t`` runs backwards. ``u`` is read
+    through its space part (as in :func:`expmap`), the result's time coordinate is recomputed, and
+    ``sqrt(c)|t|`` is capped at :func:`max_sqrt_c_norm` like the exponential maps (so for ``t >= 0``
+    this is ``expmap(x, t u/|u|_L)``). ``t``: a number or a tensor broadcasting against ``(..., 1)``;
+    ``(..., D), (..., D) -> (..., D)``."""
+    u_space = u[..., 1:]
+    direction = u_space / _tangent_norm_space(x, u_space, c=c)
+    scaled_time = c**0.5 * torch.as_tensor(t, dtype=direction.dtype, device=direction.device)
+    cap = max_sqrt_c_norm(direction.dtype)
+    # Guards cosh/sinh overflow for huge times (the exponential maps' cap, in both directions).
+    scaled_time = scaled_time.clamp(-cap, cap)
+    moved = torch.cosh(scaled_time) * x[..., 1:] + torch.sinh(scaled_time) / c**0.5 * direction
     return from_space(moved, c=c)
 
 
@@ -327,14 +428,84 @@ def logmap(x: torch.Tensor, y: torch.Tensor, *, c) -> torch.Tensor:
     return torch.cat([v_time, v_space], dim=-1)
 
 
+def logmap0back(x: torch.Tensor, *, c) -> torch.Tensor:
+    r"""Logarithmic map of the origin at ``x`` (geoopt's ``logmap0back``): the tangent vector at ``x``
+    pointing to the origin, :math:`\log_x(O)`, of Lorentz norm ``dist0(x)``. Computed by
+    :func:`logmap` (no cancellation: the chord to the origin is a sum of squares).
+    ``(..., D) -> (..., D)``."""
+    origin_point = torch.cat(
+        [torch.ones_like(x[..., :1]) / c**0.5, torch.zeros_like(x[..., 1:])], dim=-1
+    )
+    return logmap(x, origin_point, c=c)
+
+
 def transp(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, *, c) -> torch.Tensor:
     r"""Parallel transport of ``v`` from ``x`` to ``y`` along the geodesic:
 
-    .. math:: v + \frac{c\langle y, v\rangle_L}{1 - c\langle x, y\rangle_L}\,(x + y).
+    .. math:: P(v) = v + \frac{c\langle y, v\rangle_L}{1 - c\langle x, y\rangle_L}\,(x + y).
 
-    The denominator is at least 2 on the hyperboloid, so no clamp is needed."""
-    coefficient = c * inner(y, v, keepdim=True) / (1.0 - c * inner(x, y, keepdim=True))
-    return v + coefficient * (x + y)
+    Evaluated without the cancellations of the textbook form (whose numerator :math:`\langle y,
+    v\rangle_L \to \langle x, v\rangle_L = 0` as :math:`y \to x` is a difference of products of
+    size :math:`e^{2\sqrt{c} r}`, ``r`` the distance from the origin): with the chord
+    :math:`w = y - x` and :math:`\kappa^2 = \langle w, w\rangle_L` (:func:`chord_sq`),
+
+    - the denominator is :math:`1 - c\langle x, y\rangle_L = 2 + \tfrac{c}{2}\kappa^2`;
+    - ``v`` tangent at ``x`` gives :math:`\langle y, v\rangle_L = \langle w, v\rangle_L =
+      v_s\cdot u` with :math:`u = w_s - (w_t/x_t)\,x_s`;
+    - split along :math:`\hat x = x_s/|x_s|`: :math:`u = w_\perp + u_r\hat x` where
+      :math:`w_\perp` is the part of :math:`w_s` (equally of :math:`y_s`, whichever is shorter)
+      orthogonal to :math:`\hat x`, and, with :math:`\alpha = w_s\cdot\hat x`,
+
+      .. math:: u_r = \frac{\alpha\,(2/c + \kappa^2/2) - |x_s|\,|w_\perp|^2}{x_t\,(x_t + y_t)}
+
+      (the radial part cancels like :math:`e^{-2\sqrt{c} r}` when formed directly);
+    - :math:`v_s\cdot u = (v_s - \beta\hat x)\cdot w_\perp + \beta u_r` with
+      :math:`\beta = v_s\cdot\hat x`.
+
+    The space part is :math:`v_s + k(x_s + y_s)` with that coefficient ``k``; the time coordinate is
+    the one that makes the result tangent at ``y``, :math:`y_s\cdot p_s / y_t`. ``x``, ``y`` and ``v``
+    are read through their space parts: the points' time coordinates are recomputed
+    (:func:`time_component`, as :func:`project`) and ``v``'s is the one that makes it tangent at
+    ``x`` (as in :func:`expmap`). So the result is tangent at ``y``, has ``v``'s Lorentz norm, and
+    :func:`transp` back returns ``v``.
+
+    Precision: float32 (and lower) inputs are evaluated in float64 and the result is cast back. The
+    transported vector depends on low-order bits of coordinates of size :math:`e^{\sqrt{c} r}`
+    (e.g. the component of a far ``v`` orthogonal to :math:`\hat x`), which no float32 evaluation
+    keeps; measured against the same float32 inputs evaluated in float64 (c = 1, points at distance
+    5 and 8 from the origin, up to 3 apart), the relative error is ~5e-8 (one rounding), where the
+    textbook form in float32 gave 2e-3 and 0.5-0.9. In float64 (against mpmath) the reformulation stays
+    below 2e-8 at r = 16, where the textbook form reaches 1e-2. ``(..., D), (..., D), (..., D) -> (..., D)`` (broadcasting)."""
+    if x.dtype == torch.float64 and y.dtype == torch.float64 and v.dtype == torch.float64:
+        return _transp(x, y, v, c=c)
+    out_dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), v.dtype)
+    return _transp(x.double(), y.double(), v.double(), c=c).to(out_dtype)
+
+
+def _transp(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, *, c) -> torch.Tensor:
+    """:func:`transp` in the dtype of its inputs (see there for the formulas)."""
+    x_space, y_space, v_space = x[..., 1:], y[..., 1:], v[..., 1:]
+    x_time, y_time = time_component(x_space, c=c), time_component(y_space, c=c)
+    x_unit, x_norm = _unit_and_norm(x_space)  # zero at the origin, where every term along it vanishes
+    chord_space = y_space - x_space
+    along = (chord_space * x_unit).sum(-1, keepdim=True)
+    y_along = (y_space * x_unit).sum(-1, keepdim=True)
+    # The orthogonal part from the shorter of w_s and y_s: its rounding residue along x_unit (which
+    # the large radial part of v would amplify) is then eps times the shorter length.
+    y_shorter = y_space.pow(2).sum(-1, keepdim=True) < chord_space.pow(2).sum(-1, keepdim=True)
+    across = torch.where(y_shorter, y_space - y_along * x_unit, chord_space - along * x_unit)
+    full_x = torch.cat([x_time, x_space], dim=-1)
+    full_y = torch.cat([y_time, y_space], dim=-1)
+    denominator = 2.0 + 0.5 * c * chord_sq(full_x, full_y, c=c)  # 1 - c<x, y>_L >= 2
+    radial = (along * denominator / c - x_norm * across.pow(2).sum(-1, keepdim=True)) / (
+        x_time * (x_time + y_time)
+    )
+    v_along = (v_space * x_unit).sum(-1, keepdim=True)
+    inner_yv = ((v_space - v_along * x_unit) * across).sum(-1, keepdim=True) + v_along * radial
+    coefficient = c * inner_yv / denominator
+    moved = v_space + coefficient * (x_space + y_space)
+    moved_time = (y_space * moved).sum(-1, keepdim=True) / y_time
+    return torch.cat([moved_time, moved], dim=-1)
 
 
 def half_aperture(x: torch.Tensor, *, c, min_radius: float = 0.1) -> torch.Tensor:

@@ -38,8 +38,9 @@ from manifolds import Euclidean, Lorentz
 from manifolds import lorentz_math as lm
 
 DTYPES = (torch.float32, torch.float64)
-# MERU's cap on sqrt(c)|v| in the exponential map at the origin.
+# MERU's cap on sqrt(c)|v| in the exponential map at the origin (float32); float64 has its own.
 CAP = math.asinh(2.0**15)
+CAP_FLOAT64 = math.asinh(2.0**239)
 K = 0.1  # minimum radius of the entailment cones
 
 # Curvatures: both ends of the default clamp range are always candidates, plus everything between.
@@ -159,12 +160,15 @@ def test_logmap0_inverts_expmap0(case):
     torch.testing.assert_close(L.lift(v), L.expmap0(u), rtol=8 * eps(case.dtype), atol=0)
 
 
-@given(cases(high=CAP * 1.5))
+@given(cases(high={torch.float32: CAP * 1.5, torch.float64: CAP_FLOAT64 * 1.5}))
 def test_expmap0_caps_at_meru_limit(case):
-    """Norms beyond MERU's cap land at distance ``asinh(2^15)/sqrt(c)``, the direction is kept."""
+    """Norms beyond the dtype's cap land at distance ``cap/sqrt(c)``, the direction is kept: MERU's
+    ``asinh(2^15)`` in float32, ``asinh(2^239)`` in float64."""
     L, v = case.manifold(), case.space_vectors()
     x = L.expmap0(zero_time(v))
-    expected = np.minimum(np.array(case.norms), CAP) / case.sqrt_c
+    cap = CAP if case.dtype == torch.float32 else CAP_FLOAT64
+    assert cap == lm.max_sqrt_c_norm(case.dtype)
+    expected = np.minimum(np.array(case.norms), cap) / case.sqrt_c
     got = L.dist0(x).double().numpy()
     # atol: norms below sqrt(tiny) (1e-15 in float32) are frozen there to keep gradients finite.
     np.testing.assert_allclose(got, expected, rtol=64 * eps(case.dtype), atol=1e-14)
@@ -337,9 +341,9 @@ def test_transp_preserves_inner_products(case):
 # Written from the formulas in shared/SPEC.md section 1, on MERU's space components.
 
 
-def meru_exp_map0(v, c):
+def meru_exp_map0(v, c, cap=math.asinh(2.0**15)):
     rc_norm = math.sqrt(c) * np.linalg.norm(v, axis=-1, keepdims=True)
-    capped = np.minimum(rc_norm, math.asinh(2.0**15))
+    capped = np.minimum(rc_norm, cap)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.sinh(capped) * v / rc_norm
     return np.where(rc_norm > 0, out, 0.0)
@@ -383,7 +387,8 @@ MERU_RTOL = 1e-6
 @given(cases(high=2 * CAP, n_max=8).filter(lambda k: k.dtype == torch.float64))
 def test_meru_exp_map0_lift_expmap0_from_space(case):
     L, v = case.manifold(), case.space_vectors()
-    reference = meru_exp_map0(v.numpy(), case.c)
+    # MERU's formula with float64's cap (MERU's own cap asinh(2^15) holds in float32 only).
+    reference = meru_exp_map0(v.numpy(), case.c, cap=CAP_FLOAT64)
     lifted = L.lift(v)
     np.testing.assert_allclose(L.to_space(lifted).numpy(), reference, rtol=MERU_RTOL, atol=1e-300)
     expmapped = L.expmap0(zero_time(v))
@@ -615,8 +620,10 @@ def test_gradients_finite_for_antipodal_large_inputs(dtype, c, norm):
     for value in values:
         (grad,) = torch.autograd.grad(value.sum(), v, retain_graph=True)
         assert all_finite(value, grad)
-    # Antipodal points at the cap are 2 asinh(2^15)/sqrt(c) apart.
-    expected = 2 * min(norm * math.sqrt(c), CAP) / math.sqrt(c)
+    # Antipodal points at the cap are 2 cap/sqrt(c) apart (cap: asinh(2^15) in float32, asinh(2^239)
+    # in float64).
+    cap = CAP if dtype == torch.float32 else CAP_FLOAT64
+    expected = 2 * min(norm * math.sqrt(c), cap) / math.sqrt(c)
     torch.testing.assert_close(L.dist(x, y).double(), torch.full((4,), expected, dtype=torch.float64),
                                rtol=1e-4, atol=0)
 
