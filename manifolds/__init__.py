@@ -1,12 +1,14 @@
-"""Geometry for image–text embeddings: the Lorentz hyperboloid (MERU) and Euclidean space (CLIP).
+"""Geometry for image–text embeddings: the Lorentz hyperboloid (MERU), Euclidean space (CLIP) and
+the Poincaré ball.
 
-Both classes are geoopt manifolds (usable with ``geoopt.ManifoldParameter`` and
-``geoopt.optim.RiemannianAdam``) implementing one contract, :class:`Geometry` — ``lift``, ``cinner``,
-``cdist``, ``csimilarity``, ``dist0``, ``half_aperture``, ``oxy_angle``, ``mean_features``, ... — so
-that model and loss code works on any geometry without branching. Each registers itself with
+The classes are geoopt manifolds (usable with ``geoopt.ManifoldParameter`` and
+``geoopt.optim.RiemannianAdam``) implementing one contract, :class:`Geometry` — ``lift``, ``cdist``,
+``csimilarity``, ``dist0``, ``half_aperture``, ``oxy_angle``, ``mean_features``, ... — so that model
+and loss code works on any geometry without branching. Each registers itself with
 :func:`register_geometry`; :func:`geometry_spec` gives what an experiment needs to know about one
-(model family, display name, default method, pretraining loss settings). The formulas live in the pure-function modules
-:mod:`manifolds.lorentz_math` and :mod:`manifolds.euclidean_math`.
+(model family, display name, default method, pretraining loss settings). The formulas live in the
+pure-function modules :mod:`manifolds.lorentz_math`, :mod:`manifolds.euclidean_math` and
+:mod:`manifolds.poincare_math`.
 """
 
 import warnings
@@ -20,8 +22,9 @@ with warnings.catch_warnings():
 from .geometry import (Geometry, GeometrySpec, geometry_names, geometry_spec, geometry_specs,  # noqa: E402
                        register_geometry)
 from .interval import Interval  # noqa: E402
-from .lorentz import Lorentz  # noqa: E402  (registration order: lorentz, euclidean)
+from .lorentz import Lorentz  # noqa: E402  (registration order: lorentz, euclidean, poincare)
 from .euclidean import Euclidean  # noqa: E402
+from .poincare import Poincare  # noqa: E402
 
-__all__ = ["Lorentz", "Euclidean", "Interval", "Geometry", "GeometrySpec", "register_geometry", "geometry_spec",
+__all__ = ["Lorentz", "Euclidean", "Poincare", "Interval", "Geometry", "GeometrySpec", "register_geometry", "geometry_spec",
            "geometry_names", "geometry_specs"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Tuple
 
 import geoopt
@@ -11,7 +10,7 @@ import torch
 from . import lorentz_math as lm
 from ._precision import full_precision
 from .geometry import DEFAULT_MIN_RADIUS, Geometry, register_geometry
-from .interval import Interval
+from .curvature import check_range, read_c, register_log_c
 
 
 class Lorentz(geoopt.Manifold, Geometry):
@@ -48,32 +47,14 @@ class Lorentz(geoopt.Manifold, Geometry):
                  min_radius: float = DEFAULT_MIN_RADIUS):
         super().__init__()
         self.min_radius = float(min_radius)
-        low, high = c_range
-        if not (0 < low <= c <= high):
-            raise ValueError(
-                f"Lorentz curvature c={c} must satisfy 0 < low <= c <= high for c_range={c_range}"
-            )
-        self.c_range = (float(low), float(high))
-        # float64 so that float64 geometry sees c exactly; a 0-dim tensor does not promote
-        # float32 operands, so float32 code pays nothing for it.
-        log_c = torch.tensor(math.log(c), dtype=torch.float64)
-        if learnable:
-            # Riemannian Adam keeps log c inside log(c_range) by its retraction, with the gradient
-            # alive on the bounds (see Interval).
-            self.log_c = geoopt.ManifoldParameter(log_c, manifold=Interval(math.log(low), math.log(high)))
-        else:
-            self.register_buffer("log_c", log_c)
+        self.c_range = check_range(c, c_range, owner="Lorentz")
+        register_log_c(self, c, learnable=learnable, c_range=self.c_range)
 
     @property
     def c(self) -> torch.Tensor:
-        """Curvature magnitude ``exp(log_c)``, its value clamped to ``c_range`` (0-dim tensor).
-
-        Training keeps ``log_c`` in range (:class:`~manifolds.interval.Interval`); the clamp serves
-        values set from outside (a loaded file) and passes the gradient straight through, because
-        ``torch.clamp``'s is zero on a bound, which would freeze a curvature that reaches one."""
-        low, high = self.c_range
-        clamped = self.log_c.clamp(math.log(low), math.log(high))
-        return (self.log_c + (clamped - self.log_c).detach()).exp()
+        """Curvature magnitude ``exp(log_c)``, kept in ``c_range`` (0-dim tensor; see
+        :func:`manifolds.curvature.read_c`)."""
+        return read_c(self.log_c, self.c_range)
 
     @property
     def k(self) -> torch.Tensor:

@@ -111,3 +111,34 @@ def test_poincare_disk_radius_of_each_geometry():
     torch.testing.assert_close(lorentz.poincare_radius(x), expected)
     flat = Euclidean()
     torch.testing.assert_close(flat.poincare_radius(torch.tensor([[3.0, 4.0]])), torch.tanh(torch.tensor([2.5])))
+
+
+def test_the_poincare_ball_runs_end_to_end(tmp_path, capsys):
+    """The third geometry through both commands: pretraining, HAC with the parent cone, every
+    audit, the report and the figures — with nothing but its module and one registration."""
+    import json
+
+    from benchmarks import pretrain, run
+
+    checkpoint = tmp_path / "poincare.pt"
+    assert pretrain.main(["--geometry", "poincare", "--steps", "40", "--batch-size", "32", "--out", str(checkpoint),
+                          "--no-progress"]) == 0, capsys.readouterr().err
+    assert "poincare-tiny on shapes" in capsys.readouterr().out
+    out = tmp_path / "run"
+    assert run.main(["--geometry", "poincare", "--checkpoint", str(checkpoint), "--method", "hac-parent",
+                     "--steps", "3", "--no-early-stop", "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert (record["geometry"], record["model"], record["unlearning"]["steps"]) == ("poincare", "poincare-tiny", 3)
+    before, after = record["before"], record["after"]
+    for key in ("forget_accuracy", "retain_accuracy", "mia_auc", "probe_forget_accuracy", "relearn_forget_accuracy",
+                "forget_image_dist0", "forget_in_cone", "forget_in_parent_cone", "curvature"):
+        assert after[key] is not None and math.isfinite(after[key]), key
+    assert 0.1 <= after["curvature"] <= 10.0 and after["curvature"] != before["curvature"]  # learnable c, trained on
+    assert after["forget_image_dist0"] > 0
+    report = (out / "report.md").read_text()
+    assert "hac-parent (poincare)" in report
+    assert sorted(path.name for path in out.glob("*.png")) == [
+        f"{kind}-hac-parent-poincare-triangle.png" for kind in ("alignment", "dist0", "embeddings")]
+    # HAC refuses a flat geometry in the same words whatever the geometry registry holds.
+    assert run.main(["--geometry", "euclidean", "--method", "hac", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "needs a hyperbolic geometry (lorentz, poincare), not euclidean" in capsys.readouterr().err

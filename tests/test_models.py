@@ -268,11 +268,12 @@ def test_every_registered_name_has_a_config():
     names = models.list_models()
     assert {"meru-tiny", "clip-tiny", "meru-vit-s", "meru-vit-b", "meru-vit-l",
             "clip-vit-s", "clip-vit-b", "clip-vit-l"} <= set(names)
+    assert {"poincare-tiny", "poincare-vit-b"} <= set(names)  # every registered geometry's family
+    geometry_and_entailment = {"meru": ("lorentz", 0.2), "clip": ("euclidean", 0.0), "poincare": ("poincare", 0.2)}
     for name in names:
         config = models.model_config(name)
         assert config.name == name
-        assert config.geometry == ("lorentz" if name.startswith("meru") else "euclidean")
-        assert config.entailment_weight == (0.2 if name.startswith("meru") else 0.0)
+        assert (config.geometry, config.entailment_weight) == geometry_and_entailment[name.split("-")[0]]
         assert models.ModelConfig.from_dict(config.to_dict()) == config
     vit_s = models.model_config("meru-vit-s")
     assert vit_s.embed_dim == 512 and vit_s.text.layers == 12 and vit_s.text.width == 512
