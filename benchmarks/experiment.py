@@ -24,15 +24,9 @@ from .fingerprints import json_fingerprint, short
 from .locks import hold_lock
 from .pretrain import checkpoint_metadata, default_model, default_settings, pretrain
 
-# Trainer settings per objective: one fixed set each, chosen on `triangle` and on `heart, ring, cross`
-# with the default pretrained models, then checked on other concepts (README, "Defaults").
-# ``forget_fraction`` is the share of each batch *per forgotten concept*: removing k concepts at once
-# gives each one as many pairs per step as removing it alone would (capped, so retain pairs remain).
-METHOD_SETTINGS = {
-    name: {"lr": lr, "steps": 150, "batch_size": 128, "forget_fraction": 0.125}
-    for name, lr in (("ac", 1e-4), ("hac", 1e-4), ("hac-parent", 1e-4), ("relabel", 1e-4), ("ft", 1e-4),
-                     ("ga", 1e-5), ("neggrad+", 5e-5))
-}
+# Each objective carries its tuned trainer settings (``unlearning.trainer_defaults``: one fixed set
+# each, chosen on `triangle` and on `heart, ring, cross` with the default pretrained models, then
+# checked on other concepts; README, "Measured defaults"). The harness caps the forget share:
 MAX_FORGET_FRACTION = 0.5
 EVAL_EVERY = 5
 TARGET_FORGET_ACCURACY = 0.05  # early-stopping target on the *train* forget images
@@ -179,11 +173,12 @@ def unlearning_data(context, *, seed: int, probe_size: int = 240) -> unlearning.
 
 def trainer_settings(method: str, forget_count: int) -> dict:
     """The trainer settings of ``method`` when ``forget_count`` concepts are removed at once: the
-    per-concept ``forget_fraction`` of :data:`METHOD_SETTINGS` times the count, capped at
-    :data:`MAX_FORGET_FRACTION`, and the probe schedule with its early-stopping target."""
+    objective's :func:`unlearning.trainer_defaults`, with their per-concept ``forget_fraction`` times
+    the count, capped at :data:`MAX_FORGET_FRACTION`, and the probe schedule with its early-stopping
+    target."""
     if forget_count < 1:
         raise ValueError(f"forget_count must be at least 1, got {forget_count}")
-    settings = dict(METHOD_SETTINGS.get(method, METHOD_SETTINGS["ac"]))
+    settings = unlearning.trainer_defaults(method).as_dict()
     settings["forget_fraction"] = min(MAX_FORGET_FRACTION, settings["forget_fraction"] * forget_count)
     return {**settings, "eval_every": EVAL_EVERY, "target_forget_accuracy": TARGET_FORGET_ACCURACY}
 

@@ -259,6 +259,10 @@ def plan(args, data: EncodedDataset) -> list:
                     specs.append(RunSpec(geometry, method, concepts, seed))
     for spec in specs:
         objective = unlearning.create_objective(spec.method, **dict(spec.options))
+        try:
+            unlearning.trainer_defaults(spec.method)  # the harness runs each objective with its own
+        except ValueError as error:
+            raise UsageError(f"--method {spec.method}: {error}") from None
         if objective.requires_hyperbolic and not geometry_spec(spec.geometry).hyperbolic:
             hyperbolic = [g.name for g in geometry_specs() if g.hyperbolic]
             raise UsageError(f"--method {spec.method} needs a hyperbolic geometry ({', '.join(hyperbolic)}), "

@@ -12,7 +12,7 @@ import unlearning
 from benchmarks import run
 from benchmarks.audits import AuditContext
 from benchmarks.common import zero_shot_accuracy
-from benchmarks.experiment import (EVAL_EVERY, MAX_FORGET_FRACTION, METHOD_SETTINGS, TARGET_FORGET_ACCURACY,
+from benchmarks.experiment import (EVAL_EVERY, MAX_FORGET_FRACTION, TARGET_FORGET_ACCURACY,
                                    pretrained_entry, trainer_settings, unlearning_data)
 
 REQUIRED_KEYS = {"forget_accuracy", "retain_accuracy", "parent_accuracy", "mia_auc", "probe_forget_accuracy",
@@ -214,10 +214,13 @@ def test_plan_drops_repeated_concepts_methods_and_counts(pretrained_cache):
 
 
 def test_trainer_settings_scale_the_forget_share_per_concept_up_to_the_cap():
-    assert trainer_settings("hac", 1) == {**METHOD_SETTINGS["hac"], "eval_every": EVAL_EVERY,
+    hac, ac, ga = (unlearning.trainer_defaults(name).as_dict() for name in ("hac", "ac", "ga"))
+    assert hac == {"lr": 1e-4, "steps": 150, "batch_size": 128, "forget_fraction": 0.125}
+    assert ga["lr"] == 1e-5 and unlearning.trainer_defaults("neggrad+").lr == 5e-5
+    assert trainer_settings("hac", 1) == {**hac, "eval_every": EVAL_EVERY,
                                           "target_forget_accuracy": TARGET_FORGET_ACCURACY}
-    assert trainer_settings("ac", 3)["forget_fraction"] == pytest.approx(3 * METHOD_SETTINGS["ac"]["forget_fraction"])
-    assert trainer_settings("ga", 3)["lr"] == METHOD_SETTINGS["ga"]["lr"]
+    assert trainer_settings("ac", 3)["forget_fraction"] == pytest.approx(3 * ac["forget_fraction"])
+    assert trainer_settings("ga", 3)["lr"] == ga["lr"]
     assert trainer_settings("ac", 12)["forget_fraction"] == MAX_FORGET_FRACTION
     with pytest.raises(ValueError, match="forget_count"):
         trainer_settings("ac", 0)

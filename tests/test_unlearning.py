@@ -192,3 +192,24 @@ def test_mismatch_strategies_respect_their_rule(strategy):
                 assert parents[target] == parents[row]
     with pytest.raises(ValueError, match="mismatch strategy"):
         unlearning.mismatched_targets(labels, forget, parents, strategy="random")
+
+
+def test_objectives_carry_their_trainer_defaults_and_none_are_borrowed():
+    from dataclasses import dataclass
+
+    from unlearning import registry
+
+    assert {name: unlearning.trainer_defaults(name).lr for name in unlearning.list_objectives()} == {
+        "ac": 1e-4, "hac": 1e-4, "hac-parent": 1e-4, "relabel": 1e-4, "ft": 1e-4, "ga": 1e-5, "neggrad+": 5e-5}
+
+    @dataclass
+    class Untuned:
+        def loss(self, embeddings, geometry, batch):
+            return {"loss": embeddings.images.sum()}
+
+    unlearning.register_objective("untuned-test")(Untuned)
+    try:
+        with pytest.raises(ValueError, match="'untuned-test' was registered without trainer_defaults"):
+            unlearning.trainer_defaults("untuned-test")
+    finally:
+        registry._OBJECTIVES.pop("untuned-test")

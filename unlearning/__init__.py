@@ -10,11 +10,12 @@ import manifolds  # noqa: F401  (first: it imports geoopt without its torch.jit.
 from . import objectives  # noqa: F401  (registers the objectives)
 from .data import Batch, Embeddings, UnlearningData, ZeroShotProbe
 from .mismatch import STRATEGIES, mismatched_targets
-from .registry import create_objective, list_objectives, objective_options, register_objective
+from .registry import (TrainerDefaults, create_objective, list_objectives, objective_options, register_objective,
+                       trainer_defaults)
 from .trainer import UnlearningResult, unlearn
 
 __all__ = [
     "Batch", "Embeddings", "STRATEGIES", "UnlearningData", "UnlearningResult", "ZeroShotProbe",
     "create_objective", "list_objectives", "mismatched_targets", "objective_options",
-    "register_objective", "unlearn",
+    "register_objective", "unlearn", "TrainerDefaults", "trainer_defaults",
 ]

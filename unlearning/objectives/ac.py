@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..registry import register_objective
+from ..registry import TrainerDefaults, register_objective
 from .terms import Objective, alignment_calibration, positive_calibration
 
 
-@register_objective("ac")
+@register_objective("ac", trainer_defaults=TrainerDefaults(lr=1e-4))
 @dataclass
 class AlignmentCalibration(Objective):
     r"""AC: :math:`L = L_{align} + \beta L_{pos}` (SPEC section 4).

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..registry import register_objective
+from ..registry import TrainerDefaults, register_objective
 from .terms import Objective, sub_batch_info_nce
 
 
-@register_objective("ga")
+@register_objective("ga", trainer_defaults=TrainerDefaults(lr=1e-5))
 @dataclass
 class GradientAscent(Objective):
     """GA: maximise the contrastive loss of the forget pairs (minimise its negative). Unbounded: it

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..registry import register_objective
+from ..registry import TrainerDefaults, register_objective
 from .ac import AlignmentCalibration
 from .terms import norm_regularisation, own_cone_exit, parent_cone_entry, retain_entailment
 
 
-@register_objective("hac")
+@register_objective("hac", trainer_defaults=TrainerDefaults(lr=1e-4))
 @dataclass
 class HyperbolicAlignmentCalibration(AlignmentCalibration):
     r"""HAC: :math:`L = L_{align} + \beta L_{pos} + \lambda_E L_{EC} + \lambda_N L_{NR}` (SPEC section 4).
@@ -61,7 +61,7 @@ class HyperbolicAlignmentCalibration(AlignmentCalibration):
         return parts
 
 
-@register_objective("hac-parent")
+@register_objective("hac-parent", trainer_defaults=TrainerDefaults(lr=1e-4))
 @dataclass
 class ParentConeHAC(HyperbolicAlignmentCalibration):
     """HAC with the parent-cone term on: a forgotten "triangle" is pulled into the cone of the

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..registry import register_objective
+from ..registry import TrainerDefaults, register_objective
 from .terms import Objective, sub_batch_info_nce
 
 
-@register_objective("neggrad+")
+@register_objective("neggrad+", trainer_defaults=TrainerDefaults(lr=5e-5))
 @dataclass
 class NegGradPlus(Objective):
     r"""NegGrad+: :math:`L_{retain} - \gamma L_{forget}`, each the InfoNCE of its own sub-batch.

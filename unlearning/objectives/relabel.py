@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..registry import register_objective
+from ..registry import TrainerDefaults, register_objective
 from .terms import Objective, alignment_calibration
 
 
-@register_objective("relabel")
+@register_objective("relabel", trainer_defaults=TrainerDefaults(lr=1e-4))
 @dataclass
 class RandomRelabel(Objective):
     """Relabel: forget images get mismatched captions (negative calibration alone: AC with β = 0).
