@@ -7,22 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .audits import headline_columns
 from .common import atomic_write_text
-
-# (column title, metric key, format): the headline numbers of SPEC section 5.
-COLUMNS = [
-    ("forget acc ↓", "forget_accuracy", "pct"),
-    ("retain acc ↑", "retain_accuracy", "pct"),
-    ("parent acc", "parent_accuracy", "pct"),
-    ("MIA AUC", "mia_auc", "num"),
-    ("probe forget", "probe_forget_accuracy", "pct"),
-    ("relearn forget", "relearn_forget_accuracy", "pct"),
-    ("align gap", "alignment_gap", "num"),
-    ("forget img d₀", "forget_image_dist0", "num"),
-    ("retain img d₀", "retain_image_dist0", "num"),
-    ("forget in cone", "forget_in_cone", "pct"),
-]
-
 
 NOT_MEASURED = "n/a"  # a metric recorded as null (or non-finite): nothing to measure it on
 
@@ -48,10 +34,13 @@ def group_records(records: list) -> "OrderedDict[tuple, list]":
 
 
 def table(records: list, phase: str) -> str:
-    header = "| run | forget | seeds | " + " | ".join(title for title, _, _ in COLUMNS) + " |"
-    lines = [header, "|" + "---|" * (len(COLUMNS) + 3)]
+    """The headline table of one ``phase`` (``before``/``after``): the columns every audit family
+    declares (``benchmarks.audits.headline_columns``), mean ± standard deviation over seeds."""
+    columns = headline_columns()
+    header = "| run | forget | seeds | " + " | ".join(column.title for column in columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 3)]
     for (label, forget), group in group_records(records).items():
-        cells = [_format([r[phase].get(key) for r in group], kind) for _, key, kind in COLUMNS]
+        cells = [_format([r[phase].get(column.key) for r in group], column.format) for column in columns]
         lines.append(f"| {label} | {', '.join(forget)} | {len(group)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -1,8 +1,9 @@
 """Audits of an (un)learned image–text model (SPEC section 5), one module per family.
 
 Every family is a function ``audit_<family>(model, context, embedded=None, **options) -> dict``
-returning JSON-serialisable floats (nested dicts/lists where noted), and works for MERU and CLIP
-alike through the model's geometry object only:
+registered with ``@register_audit(name, columns=...)`` (:mod:`.registry`), returning
+JSON-serialisable floats (nested dicts/lists where noted), and works on every geometry through the
+model's geometry object only:
 
 =============  ==========================================================================
 family         keys
@@ -28,28 +29,21 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, Dict, Iterable, Mapping, Optional
+from typing import Iterable, Mapping, Optional
 
-from .alignment import audit_alignment
 from .context import GROUPS, AuditContext, Embedded, embed_groups
-from .geometry import audit_geometry
-from .membership import audit_membership
 from .metrics import auc, recall_at_k
-from .probe import audit_probe
-from .relearn import audit_relearn
-from .retrieval import audit_retrieval
-from .zero_shot import audit_zero_shot
+from .registry import AUDIT_COLUMNS, AUDIT_FAMILIES, Column, headline_columns, register_audit
 
-#: Audit families in the order :func:`run_audits` runs them: name -> function.
-AUDIT_FAMILIES: Dict[str, Callable[..., dict]] = {
-    "zero_shot": audit_zero_shot,
-    "retrieval": audit_retrieval,
-    "alignment": audit_alignment,
-    "membership": audit_membership,
-    "probe": audit_probe,
-    "relearn": audit_relearn,
-    "geometry": audit_geometry,
-}
+# Importing a family registers it; the order of these imports is the order run_audits runs them in
+# and the order of the report's columns.
+from .zero_shot import audit_zero_shot  # noqa: E402,I001
+from .retrieval import audit_retrieval  # noqa: E402
+from .alignment import audit_alignment  # noqa: E402
+from .membership import audit_membership  # noqa: E402
+from .probe import audit_probe  # noqa: E402
+from .relearn import audit_relearn  # noqa: E402
+from .geometry import audit_geometry  # noqa: E402
 
 
 def run_audits(model, context: AuditContext, *, families: Optional[Iterable[str]] = None,
@@ -88,7 +82,8 @@ def run_audits(model, context: AuditContext, *, families: Optional[Iterable[str]
 
 
 __all__ = [
-    "AUDIT_FAMILIES", "AuditContext", "Embedded", "GROUPS", "auc", "audit_alignment", "audit_geometry",
+    "AUDIT_COLUMNS", "AUDIT_FAMILIES", "AuditContext", "Column", "Embedded", "GROUPS", "auc", "audit_alignment",
+    "audit_geometry", "headline_columns", "register_audit",
     "audit_membership", "audit_probe", "audit_relearn", "audit_retrieval", "audit_zero_shot",
     "embed_groups", "recall_at_k", "run_audits",
 ]

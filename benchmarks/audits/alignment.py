@@ -8,6 +8,7 @@ import torch
 
 from .context import GROUPS, AuditContext, Embedded, subsample
 from .metrics import NAN, mean
+from .registry import Column, register_audit
 
 
 @torch.no_grad()
@@ -37,6 +38,7 @@ def alignment_gap(model, images: torch.Tensor, texts: torch.Tensor, match_ids: t
     return {"matched": matched, "mismatched": mismatched, "gap": matched - mismatched}
 
 
+@register_audit("alignment", columns=(Column("align gap", "alignment_gap"),))
 @torch.no_grad()
 def audit_alignment(model, context: AuditContext, embedded: Embedded | None = None, *,
                     max_pairs: int = 1000) -> dict:

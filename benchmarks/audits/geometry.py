@@ -10,6 +10,7 @@ import torch
 
 from .context import AuditContext, Embedded
 from .metrics import NAN, mean
+from .registry import Column, register_audit
 
 
 @torch.no_grad()
@@ -27,6 +28,8 @@ def cone_fraction(geometry, apex: torch.Tensor, points: torch.Tensor) -> float:
     return mean(in_cone(geometry, apex, points))
 
 
+@register_audit("geometry", columns=(Column("forget img d₀", "forget_image_dist0"), Column("retain img d₀", "retain_image_dist0"),
+                                     Column("forget in cone", "forget_in_cone", "pct")))
 @torch.no_grad()
 def audit_geometry(model, context: AuditContext, embedded: Embedded | None = None) -> dict:
     """- ``forget_image_dist0``, ``retain_image_dist0``, ``forget_text_dist0``,

@@ -13,6 +13,7 @@ import torch
 
 from .context import AuditContext, Embedded
 from .metrics import auc
+from .registry import Column, register_audit
 
 
 @torch.no_grad()
@@ -23,6 +24,7 @@ def pair_scores(model, images: torch.Tensor, texts: torch.Tensor) -> torch.Tenso
     return model.geometry.similarity(images, texts)
 
 
+@register_audit("membership", columns=(Column("MIA AUC", "mia_auc"),))
 @torch.no_grad()
 def audit_membership(model, context: AuditContext, embedded: Embedded | None = None) -> dict:
     """``mia_auc`` (forget-train vs forget-test pairs) and ``retain_mia_auc`` (retain-train vs

@@ -27,6 +27,7 @@ from torch import nn
 from models.evaluation import macro_accuracy
 
 from .context import AuditContext, Embedded
+from .registry import Column, register_audit
 
 
 class PrototypeProbe(nn.Module):
@@ -78,6 +79,7 @@ def train_probe(geometry, embeddings: torch.Tensor, targets: torch.Tensor, n_cla
     return probe.eval()
 
 
+@register_audit("probe", columns=(Column("probe forget", "probe_forget_accuracy", "pct"),))
 def audit_probe(model, context: AuditContext, embedded: Embedded | None = None, *,
                 epochs: int = 150, lr: float = 0.05) -> dict:
     """``probe_forget_accuracy`` (forget-test images, macro over forgotten classes) and

@@ -26,6 +26,7 @@ import torch
 from benchmarks.common import autocast
 
 from .context import AuditContext, Embedded, embed_groups
+from .registry import Column, register_audit
 from .zero_shot import leaf_accuracies
 
 
@@ -63,6 +64,7 @@ def relearn(model, context: AuditContext, *, steps: int = 25, n_forget: int = 16
     return attacked, losses
 
 
+@register_audit("relearn", columns=(Column("relearn forget", "relearn_forget_accuracy", "pct"),))
 def audit_relearn(model, context: AuditContext, embedded: Embedded | None = None, *, steps: int = 25,
                   n_forget: int = 16, lr: float = 1e-4) -> dict:
     """``relearn_forget_accuracy`` / ``relearn_retain_accuracy``: zero-shot accuracies (as in

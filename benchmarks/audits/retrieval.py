@@ -9,6 +9,7 @@ import torch
 
 from .context import AuditContext, Embedded, subsample
 from .metrics import recall_at_k
+from .registry import register_audit
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -26,6 +27,7 @@ def group_recall(model, images: torch.Tensor, texts: torch.Tensor, match_ids: to
     }
 
 
+@register_audit("retrieval")
 @torch.no_grad()
 def audit_retrieval(model, context: AuditContext, embedded: Embedded | None = None, *,
                     max_gallery: int = 1000, ks=DEFAULT_KS) -> dict:

@@ -8,6 +8,7 @@ import torch
 from models.evaluation import macro_accuracy, zero_shot_predictions
 
 from .context import AuditContext, Embedded
+from .registry import Column, register_audit
 
 
 @torch.no_grad()
@@ -22,6 +23,8 @@ def leaf_accuracies(model, context: AuditContext, embedded: Embedded) -> dict:
     return results
 
 
+@register_audit("zero_shot", columns=(Column("forget acc ↓", "forget_accuracy", "pct"), Column("retain acc ↑", "retain_accuracy", "pct"),
+                                      Column("parent acc", "parent_accuracy", "pct")))
 @torch.no_grad()
 def audit_zero_shot(model, context: AuditContext, embedded: Embedded | None = None) -> dict:
     """Zero-shot accuracies (top-1, macro over classes; ``nan`` where a group has no image).
