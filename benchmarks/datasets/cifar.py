@@ -23,7 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import ConceptDataset, ConceptHierarchy, DatasetError, fill_template
+from .base import ConceptDataset
+from .errors import DatasetError
+from .hierarchy import ConceptHierarchy
+from .registry import register_format
+from .text import fill_template
 
 CIFAR_FOLDER = "cifar-100-python"
 CIFAR_ROOT = "object"
@@ -87,6 +91,8 @@ def find_cifar100_folder(root: str | os.PathLike) -> Path | None:
     return None
 
 
+@register_format("cifar100", detect=find_cifar100_folder, title="CIFAR-100", priority=20,
+                 layout=f"CIFAR-100 pickles ({CIFAR_FOLDER}/ with train, test, meta)")
 def load_cifar100(root: str | os.PathLike, image_size: int = 32, max_per_class: int | None = None) -> ConceptDataset:
     """Read CIFAR-100 from its python-pickle folder (``root`` or ``root/cifar-100-python``).
 

@@ -23,8 +23,11 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .base import ConceptDataset, ConceptHierarchy, DatasetError, SPLIT_NAMES
+from .base import SPLIT_NAMES, ConceptDataset
+from .errors import DatasetError
 from .folder import read_json_file
+from .hierarchy import ConceptHierarchy
+from .registry import register_format
 
 COCO_ROOT = "object"
 COCO_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "a photo containing a {}.", "a {}.")
@@ -214,3 +217,23 @@ def load_coco(annotations: str | os.PathLike | Sequence[str | os.PathLike], imag
         pair_concepts=pair_concepts,
         templates=COCO_TEMPLATES,
     )
+
+
+@register_format("coco", detect=find_coco_annotations, title="COCO", priority=10,
+                 layout=f"COCO annotations ({CAPTIONS_PREFIX}*.json + {INSTANCES_PREFIX}*.json)")
+def load_coco_folder(root: str | os.PathLike, image_size: int = 32, *, images_dir: str | os.PathLike | None = None,
+                     split_names: Mapping[str, str] | None = None, captions_per_image: int | None = None,
+                     skip_missing_images: bool = False) -> ConceptDataset:
+    """Read a COCO folder: annotations in ``root`` or ``root/annotations``, images as :func:`load_coco` finds them.
+
+    ``images_dir`` defaults to ``root/images`` when that folder exists, else ``root`` itself (the
+    layouts the COCO archives unpack to).
+    """
+    annotations = find_coco_annotations(root)
+    if annotations is None:
+        raise DatasetError(f"{str(root)!r} is not a COCO folder; expected {CAPTIONS_PREFIX}*.json in it "
+                           f"or in its annotations/ sub-folder")
+    if images_dir is None:
+        images_dir = Path(root) / "images" if (Path(root) / "images").is_dir() else Path(root)
+    return load_coco(annotations, images_dir, split_names=split_names, image_size=image_size,
+                     captions_per_image=captions_per_image, skip_missing_images=skip_missing_images)

@@ -20,8 +20,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import ConceptDataset, ConceptHierarchy, DatasetError, stratified_test_mask, with_article
+from .base import ConceptDataset, stratified_test_mask
+from .errors import DatasetError
+from .hierarchy import ConceptHierarchy
+from .registry import register_builtin
 from .shapes import COLOURS
+from .text import with_article
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DIGITS_ROOT = "digit"
@@ -55,6 +59,7 @@ def digits_hierarchy() -> ConceptHierarchy:
     return ConceptHierarchy(parent)
 
 
+@register_builtin("digits")
 def make_digits(seed: int = 0, image_size: int = 32) -> ConceptDataset:
     """Build the ``digits`` dataset from scikit-learn's bundled images (deterministic in ``seed``)."""
     if not isinstance(image_size, (int, np.integer)) or isinstance(image_size, bool) or image_size < 8:

@@ -20,7 +20,10 @@ import json
 import os
 from pathlib import Path
 
-from .base import ConceptDataset, ConceptHierarchy, DatasetError, SPLIT_NAMES
+from .base import SPLIT_NAMES, ConceptDataset
+from .errors import DatasetError
+from .hierarchy import ConceptHierarchy
+from .registry import register_format
 
 DEFAULT_TEMPLATES = ("a photo of a {}.", "a {}.", "a picture of a {}.")
 PAIRS_FILE = "pairs.jsonl"
@@ -116,6 +119,13 @@ def primary_leaf(concepts: list[str], hierarchy: ConceptHierarchy) -> str | None
     return None
 
 
+def has_pairs_file(root: Path) -> bool:
+    """Whether ``root`` holds ``pairs.jsonl``: the file that marks the folder format."""
+    return (root / PAIRS_FILE).is_file()
+
+
+@register_format("folder", detect=has_pairs_file, layout=f"{PAIRS_FILE} + {HIERARCHY_FILE}",
+                 title="folder-format", priority=30)
 def load_folder(path: str | os.PathLike, image_size: int = 32) -> ConceptDataset:
     """Read a dataset in the folder format (``pairs.jsonl`` + ``hierarchy.json`` [+ ``prompts.json``]).
 

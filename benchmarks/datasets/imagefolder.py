@@ -18,8 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ConceptDataset, ConceptHierarchy, DatasetError, fill_template, stratified_test_mask
+from .base import ConceptDataset, stratified_test_mask
+from .errors import DatasetError
 from .folder import DEFAULT_TEMPLATES, HIERARCHY_FILE, PROMPTS_FILE, read_hierarchy_file, read_prompts_file
+from .hierarchy import ConceptHierarchy
+from .registry import register_format
+from .text import fill_template
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 IMAGEFOLDER_ROOT = "object"
@@ -48,6 +52,9 @@ def looks_like_imagefolder(root: Path) -> bool:
         return False
 
 
+# The catch-all (any folder with a sub-folder of images), so it is tried after every other format.
+@register_format("imagefolder", detect=looks_like_imagefolder, layout="class sub-folders of images",
+                 title="ImageFolder", priority=-10)
 def load_imagefolder(root: str | os.PathLike, image_size: int = 32, seed: int = 0,
                      test_share: float = TEST_SHARE) -> ConceptDataset:
     """Read an ImageFolder tree (with ``train``/``test`` sub-folders or one folder per class)."""

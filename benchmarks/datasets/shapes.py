@@ -27,7 +27,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import ConceptDataset, ConceptHierarchy, DatasetError, with_article
+from .base import ConceptDataset
+from .errors import DatasetError
+from .hierarchy import ConceptHierarchy
+from .registry import register_builtin
+from .text import with_article
 
 #: Named colours (RGB, 0-255) used for foregrounds and backgrounds.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -203,6 +207,7 @@ def _caption(rng: np.random.Generator, noun: str, colour: str, background: str, 
     return pattern.format(x=with_article(" ".join(words)), bg=with_article(background))
 
 
+@register_builtin("shapes")
 def make_shapes(seed: int = 0, per_leaf_train: int = 600, per_leaf_test: int = 60,
                 image_size: int = 32) -> ConceptDataset:
     """Generate the ``shapes`` dataset (12 leaves x ``per_leaf_train + per_leaf_test`` pairs).

@@ -1,7 +1,7 @@
 """A check that every image file of a dataset decodes, run once before any training.
 
 File-based datasets decode their images lazily, so without this check a corrupt file would stop a
-run hours in. This module imports only torch (through ``base``), PIL and tqdm.
+run hours in. This module imports only torch (through ``images``), PIL and tqdm.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm.auto import tqdm
 
-from .base import ConceptDataset, DatasetError, load_image_file
+from .base import ConceptDataset
+from .errors import DatasetError
+from .images import load_image_file
 
 #: How many bad files a :class:`DatasetError` lists (the count covers all of them).
 LISTED_BAD_FILES = 5
