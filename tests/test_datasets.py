@@ -19,9 +19,10 @@ from PIL import Image
 
 from benchmarks.datasets import (
     DATASETS, ConceptDataset, ConceptHierarchy, DatasetError, detect_format, fill_template,
-    list_datasets, load_cifar100, load_coco, load_dataset, load_folder, load_image_file,
+    list_datasets, list_formats, load_cifar100, load_coco, load_dataset, load_folder, load_image_file,
     load_imagefolder, make_digits, make_shapes, validate_images, with_article,
 )
+from benchmarks.datasets import registry
 from benchmarks.datasets.shapes import SHAPE_GROUPS, SHAPES_TEMPLATES
 
 SMALL = dict(per_leaf_train=20, per_leaf_test=5)
@@ -847,3 +848,101 @@ def test_registry_and_load_dataset(tmp_path):
         load_dataset(tmp_path / "empty")
     with pytest.raises(DatasetError, match="not understood by the shapes reader"):
         load_dataset("shapes", colour="red")
+
+
+# --------------------------------------------------------------------------------------------------
+# The source registry
+# --------------------------------------------------------------------------------------------------
+
+WIDGETS_FILE = "widgets.txt"
+
+
+@pytest.fixture
+def format_registry(monkeypatch):
+    """The registry module, with its formats restored after the test so none a test adds leaks out."""
+    monkeypatch.setattr(registry, "_FORMATS", dict(registry._FORMATS))
+    return registry
+
+
+def _register_widgets(reg) -> dict:
+    """Register a made-up format: ``widgets.txt`` names one leaf per line, every image is grey.
+
+    Returns the arguments of each call to its reader, to check what ``load_dataset`` passes on.
+    """
+    calls = {}
+
+    @reg.register_format("widgets", detect=lambda root: (root / WIDGETS_FILE).is_file(), layout=WIDGETS_FILE)
+    def read_widgets(folder, image_size=32, seed=0, shade=128):
+        calls.update(folder=folder, image_size=image_size, seed=seed, shade=shade)
+        leaves = (folder / WIDGETS_FILE).read_text().split()
+        return ConceptDataset(
+            name="widgets", hierarchy=ConceptHierarchy({"widget": None, **{leaf: "widget" for leaf in set(leaves)}}),
+            captions=[f"a {leaf}." for leaf in leaves], labels=leaves, splits=["train"] * len(leaves),
+            image_size=image_size, pixels=torch.full((len(leaves), 3, 4, 4), shade, dtype=torch.uint8),
+        )
+
+    return calls
+
+
+def test_registered_format_is_detected_and_loaded(tmp_path, format_registry):
+    calls = _register_widgets(format_registry)
+    root = tmp_path / "mine"
+    root.mkdir()
+    (root / WIDGETS_FILE).write_text("gear\nsprocket\ngear\n")
+    assert detect_format(root) == "widgets"
+    ds = load_dataset(root, seed=7, image_size=8, shade=255)
+    assert calls == dict(folder=root, image_size=8, seed=7, shade=255)
+    assert ds.labels == ["gear", "sprocket", "gear"] and ds.images([0]).shape == (1, 3, 8, 8)
+    assert torch.all(ds.images([1]) == 1.0)
+    with pytest.raises(DatasetError, match=r"option\(s\) colour are not understood by the widgets reader; "
+                                           r"it accepts shade$"):
+        load_dataset(root, colour="red")
+
+
+def test_imagefolder_stays_the_last_format_tried(tmp_path, format_registry):
+    _register_widgets(format_registry)
+    assert list_formats() == ["folder", "cifar100", "coco", "widgets", "imagefolder"]
+    root = tmp_path / "both"
+    _png(root / "cat" / "0.png", size=(8, 8))
+    assert detect_format(root) == "imagefolder"
+    (root / WIDGETS_FILE).write_text("gear\n")
+    assert detect_format(root) == "widgets"  # a class folder of images does not outrank it
+    _write_folder(root)
+    assert detect_format(root) == "folder"  # higher priority than a format registered by default
+
+
+def test_duplicate_names_are_refused(format_registry):
+    before = (list_formats(), list_datasets())
+    with pytest.raises(ValueError, match="dataset format 'coco' is already registered"):
+        format_registry.register_format("coco", detect=bool, layout="anything")(load_coco)
+    with pytest.raises(ValueError, match="built-in dataset 'shapes' is already registered"):
+        format_registry.register_builtin("shapes")(make_digits)
+    with pytest.raises(TypeError, match="'gadgets' needs a callable reader and a callable detect"):
+        format_registry.register_format("gadgets", detect="gadgets.txt", layout="gadgets.txt")(load_folder)
+    assert (list_formats(), list_datasets()) == before
+
+
+def test_list_formats_and_builtins():
+    assert list_formats() == ["folder", "cifar100", "coco", "imagefolder"]
+    assert list_datasets() == ["digits", "shapes"] and DATASETS["digits"] is make_digits
+    with pytest.raises(TypeError):
+        DATASETS["mine"] = make_shapes  # a read-only view: register with register_builtin
+
+
+def test_error_when_no_format_fits_names_every_format(tmp_path, format_registry):
+    expected = ("expected a built-in name (digits, shapes) or a folder holding pairs.jsonl + hierarchy.json, "
+                "CIFAR-100 pickles (cifar-100-python/ with train, test, meta), COCO annotations "
+                "(captions_*.json + instances_*.json) or class sub-folders of images")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no data here")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(tmp_path / "notes")
+    assert str(info.value) == f"cannot tell the format of dataset folder {str(tmp_path / 'notes')!r}; {expected}"
+    with pytest.raises(DatasetError) as info:
+        load_dataset(tmp_path / "notes" / "readme.txt")
+    assert str(info.value) == f"dataset path {str(tmp_path / 'notes' / 'readme.txt')!r} is a file; {expected}"
+    with pytest.raises(DatasetError, match="needs a dataset name or path, got int"):
+        load_dataset(3)
+    _register_widgets(format_registry)
+    with pytest.raises(DatasetError, match=r"instances_\*\.json\), widgets\.txt or class sub-folders of images$"):
+        load_dataset(tmp_path / "notes")
