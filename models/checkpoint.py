@@ -12,11 +12,9 @@ from pathlib import Path
 
 import torch
 
+from .weights import CheckpointError, read_weights_file
+
 FORMAT = "hyperbolic-unlearning-checkpoint/1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used; the message names the file and the problem."""
 
 
 _UMASK_GUARD = threading.Lock()
@@ -78,13 +76,7 @@ def save_checkpoint(path, model, metadata: dict | None = None, **extra) -> None:
 
 def read_checkpoint(path) -> dict:
     """Read the raw payload of one of our checkpoints, with clear errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no such file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many kinds for a corrupt or truncated file
-        raise CheckpointError(f"checkpoint {path}: cannot be read ({type(error).__name__}: {error})") from None
+    payload = read_weights_file(path, weights_only=False, what="checkpoint")  # ours hold metadata and settings
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(
