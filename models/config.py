@@ -123,7 +123,7 @@ def _family_config(name: str, geometry: str, embed_dim, vision, text) -> ModelCo
 _TINY_VISION = VisionConfig(kind="conv", image_size=32, widths=(16, 32, 64, 128))
 _TINY_TEXT = TextConfig(context_length=20, vocab_size=1024, width=128, heads=4, layers=2, compact_vocabulary=True)
 
-# MERU's released architectures (SPEC section 2): timm ViTs with CLS pooling and LayerNorm eps 1e-5,
+# MERU's released architectures (docs/SPEC.md section 2): timm ViTs with CLS pooling and LayerNorm eps 1e-5,
 # 12-layer 512-wide text transformer, 512-d embeddings.
 _MERU_TEXT = TextConfig(context_length=77, width=512, heads=8, layers=12)
 _VITS = {

@@ -1,4 +1,4 @@
-"""Batched embedding and zero-shot classification (SPEC section 2), for any geometry."""
+"""Batched embedding and zero-shot classification (docs/SPEC.md section 2), for any geometry."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """MERU's released checkpoints: their layout, the key mapping to ours, and the loader.
 
-Released MERU/CLIP checkpoints (``meru_vit_{s,b,l}.pth``, ``clip_vit_{s,b,l}.pth``; SPEC section 2)
+Released MERU/CLIP checkpoints (``meru_vit_{s,b,l}.pth``, ``clip_vit_{s,b,l}.pth``; docs/SPEC.md section 2)
 are a dict whose ``"model"`` entry is the state dict of MERU's ``MERU`` / ``CLIPBaseline`` module
 (``facebookresearch/meru``: ``meru/models.py``, ``meru/encoders/{text,image}_encoders.py``).
 Their keys, what they mean in MERU's code, and where they go in ours:

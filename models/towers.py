@@ -16,7 +16,7 @@ class ConvTower(nn.Module):
     3x3 block, each stage halving the resolution, then global average pooling.
 
     GroupNorm instead of BatchNorm on purpose: BatchNorm's running statistics would keep moving on the
-    mixed retain/forget batches of unlearning and make evaluation drift (SPEC section 4).
+    mixed retain/forget batches of unlearning and make evaluation drift (docs/SPEC.md section 4).
     ``(n, 3, H, W) -> (n, widths[-1])``."""
 
     def __init__(self, widths=(32, 64, 128, 256)):

@@ -50,7 +50,7 @@ def test_meru_pretraining_learns_on_every_seed_and_perturbation(pretrained_cache
     """MERU learns whatever the seed or the rounding: on top of the fixture's seed 0, two more seeds
     and seed 0 with its initial weights perturbed by 2% all end well above chance (1/12). Before
     the entailment warm-up and the step size of 1e-3, seed 0 stayed at 9% on some CPUs and seed 3
-    at 8% (SPEC section 2)."""
+    at 8% (docs/SPEC.md section 2)."""
     import benchmarks.pretrain as pretrain_module
 
     _, data, _ = pretrained_cache

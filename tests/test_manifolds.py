@@ -338,7 +338,7 @@ def test_transp_preserves_inner_products(case):
 
 
 # ===================================================== 2. MERU's published formulas (numpy, float64)
-# Written from the formulas in shared/SPEC.md section 1, on MERU's space components.
+# Written from the formulas in docs/SPEC.md section 1, on MERU's space components.
 
 
 def meru_exp_map0(v, c, cap=math.asinh(2.0**15)):

@@ -1,4 +1,4 @@
-"""Choice of mismatched captions for negative alignment calibration (SPEC section 4)."""
+"""Choice of mismatched captions for negative alignment calibration (docs/SPEC.md section 4)."""
 
 from __future__ import annotations
 

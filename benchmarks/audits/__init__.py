@@ -1,4 +1,4 @@
-"""Audits of an (un)learned image–text model (SPEC section 5), one module per family.
+"""Audits of an (un)learned image–text model (docs/SPEC.md section 5), one module per family.
 
 Every family is a function ``audit_<family>(model, context, embedded=None, **options) -> dict``
 registered with ``@register_audit(name, columns=...)`` (:mod:`.registry`), returning

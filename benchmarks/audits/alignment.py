@@ -1,4 +1,4 @@
-"""Alignment audit (SPEC section 5, after Alignment Calibration): the matrix of mean similarity
+"""Alignment audit (docs/SPEC.md section 5, after Alignment Calibration): the matrix of mean similarity
 between the images and the captions of the four pair groups, and the matched-vs-mismatched gap."""
 
 from __future__ import annotations

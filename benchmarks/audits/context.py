@@ -1,7 +1,7 @@
 """What every audit shares: the forget/retain split of one problem and the embeddings of a model.
 
 An :class:`AuditContext` fixes the four pair groups of an unlearning problem — forget-train,
-forget-test, retain-train, retain-test (SPEC section 3) — optionally subsampled to bound the cost.
+forget-test, retain-train, retain-test (docs/SPEC.md section 3) — optionally subsampled to bound the cost.
 :meth:`AuditContext.embed` embeds those groups with a model once (batched, no gradient, eval mode)
 and caches the result as an :class:`Embedded`, so that several audit families share one pass over
 the images. The cache is keyed on the model object *and* on the in-place version counters of its

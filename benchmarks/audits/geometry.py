@@ -1,4 +1,4 @@
-"""Geometry audit (SPEC section 5): distances to the origin, entailment-cone membership, curvature.
+"""Geometry audit (docs/SPEC.md section 5): distances to the origin, entailment-cone membership, curvature.
 
 Everything goes through the model's geometry object, so the same code measures MERU (geodesic
 distance, hyperbolic cones) and CLIP (Euclidean norms — 1 for its unit embeddings — and Euclidean

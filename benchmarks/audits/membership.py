@@ -1,4 +1,4 @@
-"""Membership-inference audit (SPEC section 5): a threshold attack on pair alignment.
+"""Membership-inference audit (docs/SPEC.md section 5): a threshold attack on pair alignment.
 
 The attacker scores a pair by how well the model aligns its image with its caption,
 ``geometry.similarity(u_i, v_i)`` (minus the geodesic distance for MERU, the cosine for CLIP), and

@@ -1,4 +1,4 @@
-"""Retrieval audit (SPEC section 5): recall@{1,5,10}, image->text and text->image, within the
+"""Retrieval audit (docs/SPEC.md section 5): recall@{1,5,10}, image->text and text->image, within the
 retain and within the forget test pairs, ranked by the model's pairwise similarity
 (``geometry.csimilarity``: minus the geodesic distance for MERU, the cosine for CLIP)."""
 

@@ -1,4 +1,4 @@
-"""Zero-shot audit (SPEC section 5): leaf-level accuracy on forget and retain test images, and
+"""Zero-shot audit (docs/SPEC.md section 5): leaf-level accuracy on forget and retain test images, and
 parent-level accuracy ("is a forgotten triangle still a polygon?")."""
 
 from __future__ import annotations

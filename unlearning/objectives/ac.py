@@ -11,7 +11,7 @@ from .terms import Objective, alignment_calibration, positive_calibration
 @register_objective("ac", trainer_defaults=TrainerDefaults(lr=1e-4))
 @dataclass
 class AlignmentCalibration(Objective):
-    r"""AC: :math:`L = L_{align} + \beta L_{pos}` (SPEC section 4).
+    r"""AC: :math:`L = L_{align} + \beta L_{pos}` (docs/SPEC.md section 4).
 
     Options:
         alpha: weight of the forget pairs' mismatched-caption InfoNCE terms in :math:`L_{align}`.

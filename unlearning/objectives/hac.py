@@ -12,7 +12,7 @@ from .terms import norm_regularisation, own_cone_exit, parent_cone_entry, retain
 @register_objective("hac", trainer_defaults=TrainerDefaults(lr=1e-4))
 @dataclass
 class HyperbolicAlignmentCalibration(AlignmentCalibration):
-    r"""HAC: :math:`L = L_{align} + \beta L_{pos} + \lambda_E L_{EC} + \lambda_N L_{NR}` (SPEC section 4).
+    r"""HAC: :math:`L = L_{align} + \beta L_{pos} + \lambda_E L_{EC} + \lambda_N L_{NR}` (docs/SPEC.md section 4).
 
     Options (besides AC's ``alpha``, ``beta``, ``mismatch``):
         entailment_weight: :math:`\lambda_E`, weight of entailment calibration

@@ -1,4 +1,4 @@
-"""Loss terms shared by the objectives (SPEC section 4), each a function of embeddings, geometry and
+"""Loss terms shared by the objectives (docs/SPEC.md section 4), each a function of embeddings, geometry and
 a batch. Geometry differences live in the geometry object: ``csimilarity``/``similarity`` are the
 cosine for CLIP and ``-distance`` for MERU, ``dist0`` and the cone functions likewise."""
 
