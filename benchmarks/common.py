@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
@@ -15,6 +14,7 @@ import torch
 
 import models
 from models.checkpoint import atomic_write
+from models.training import autocast  # noqa: F401  (the tools' mixed precision: bfloat16 on GPU only)
 
 from .fingerprints import dataset_fingerprint
 
@@ -38,13 +38,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name != "cpu" and not name.startswith("cuda"):
         raise ValueError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
     return torch.device(name)
-
-
-def autocast(device: torch.device):
-    """Mixed precision on GPU (bfloat16 towers; the geometry upcasts itself to float32), none on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @dataclass

@@ -10,6 +10,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -63,11 +64,24 @@ class RunSpec:
 PRETRAINING_SEED = 0
 
 
-def pretrained_entry(geometry: str, data: EncodedDataset, cache_dir) -> tuple:
+class CacheEntry(NamedTuple):
+    """Where the pretrained-model cache keeps one default model (:func:`pretrained_entry`)."""
+
+    path: Path
+    fingerprint: str
+
+    def metadata(self, data: EncodedDataset) -> dict:
+        """The checkpoint metadata of this entry: the data's, plus the fingerprints it is keyed by."""
+        return {**checkpoint_metadata(data, PRETRAINING_SEED), "dataset_fingerprint": data.fingerprint,
+                "cache_fingerprint": self.fingerprint}
+
+
+def pretrained_entry(geometry: str, data: EncodedDataset, cache_dir) -> CacheEntry:
     """``(path, fingerprint)`` of the cache entry holding the default pretrained model of
-    ``geometry`` for ``data``. The fingerprint covers everything the model depends on — the
-    dataset's content, the model config, the pretraining settings and seed — and a short form of it
-    is part of the file name, so two datasets that share a name never share an entry."""
+    ``geometry`` for ``data``: the one place that knows the cache's layout. The fingerprint covers
+    everything the model depends on — the dataset's content, the model config, the pretraining
+    settings and seed — and a short form of it is part of the file name, so two datasets that
+    share a name never share an entry."""
     name = default_model(geometry)
     fingerprint = json_fingerprint({
         "dataset": data.fingerprint,
@@ -76,7 +90,7 @@ def pretrained_entry(geometry: str, data: EncodedDataset, cache_dir) -> tuple:
         "seed": PRETRAINING_SEED,
     })
     path = Path(cache_dir) / f"{name}-{data.dataset.name}-{short(fingerprint)}-seed{PRETRAINING_SEED}.pt"
-    return path, fingerprint
+    return CacheEntry(path, fingerprint)
 
 
 def pretrained_model(geometry: str, data: EncodedDataset, *, cache_dir: Path, device, progress: bool,
@@ -85,12 +99,13 @@ def pretrained_model(geometry: str, data: EncodedDataset, *, cache_dir: Path, de
     when missing). One command at a time trains an entry: another one waits for it (``notify``
     says who it waits for; past ``lock_timeout`` seconds it gives up with
     :class:`~benchmarks.locks.LockBusy`) and then reuses the finished checkpoint."""
-    path, fingerprint = pretrained_entry(geometry, data, cache_dir)
+    entry = pretrained_entry(geometry, data, cache_dir)
+    path = entry.path
     with hold_lock(path.with_name(path.name + ".lock"), f"the pretrained-model cache entry {path}",
                    timeout=lock_timeout, notify=notify):
         found = _finished_entry(path)
         if found is None:
-            _pretrain_entry(path, fingerprint, geometry, data, device=device, progress=progress)
+            _pretrain_entry(entry, geometry, data, device=device, progress=progress)
             found = path, read_checkpoint(path)
     path, payload = found
     model, metadata = model_from_payload(payload, path, expected_geometry=geometry)
@@ -98,17 +113,14 @@ def pretrained_model(geometry: str, data: EncodedDataset, *, cache_dir: Path, de
     return model.to(device).eval()
 
 
-def _pretrain_entry(path: Path, fingerprint: str, geometry: str, data: EncodedDataset, *, device,
-                    progress: bool) -> None:
-    """Pretrain the default model of ``geometry`` on ``data`` into the cache entry ``path`` (resuming
-    an interrupted run there); its metadata records the fingerprints it was keyed by."""
+def _pretrain_entry(entry: CacheEntry, geometry: str, data: EncodedDataset, *, device, progress: bool) -> None:
+    """Pretrain the default model of ``geometry`` on ``data`` into the cache ``entry`` (resuming an
+    interrupted run there); its metadata records the fingerprints it was keyed by."""
     torch.manual_seed(PRETRAINING_SEED)  # before building: reproducible initial weights
     model = models.create_model(default_model(geometry))
     check_vocabulary(model, data)
-    metadata = {**checkpoint_metadata(data, PRETRAINING_SEED), "dataset_fingerprint": data.fingerprint,
-                "cache_fingerprint": fingerprint}
-    pretrain(model, data, seed=PRETRAINING_SEED, device=device, checkpoint=path, metadata=metadata,
-             progress=progress, **default_settings(data.dataset.name))
+    pretrain(model, data, seed=PRETRAINING_SEED, device=device, checkpoint=entry.path,
+             metadata=entry.metadata(data), progress=progress, **default_settings(data.dataset.name))
 
 
 def check_vocabulary(model, data: EncodedDataset) -> None:

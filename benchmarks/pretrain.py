@@ -15,19 +15,18 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 
 import geoopt
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import models
 from manifolds import geometry_names, geometry_spec, geometry_specs
 from models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from models.training import TrainingLoop
 
-from .common import EncodedDataset, autocast, resolve_device, zero_shot_accuracy
+from .common import EncodedDataset, resolve_device, zero_shot_accuracy
 from .datasets import DatasetError, load_dataset, validate_images
 from .locks import LockBusy, hold_lock
 
@@ -136,10 +135,9 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
     train, test = check_splits(data)
     device = torch.device(device or "cpu")
     model.to(device)
-    optimizer = geoopt.optim.RiemannianAdam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    start, elapsed, history = 0, 0.0, []
+    start, elapsed, history, optimizer_state = 0, 0.0, [], None
     order = torch.empty(0, dtype=torch.long)  # the rest of the current epoch's permutation
     if model.config.text.compact_vocabulary:  # a fresh model learns the words of this dataset
         try:
@@ -156,7 +154,7 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
         model.load_state_dict(payload["state_dict"])
         if state.get("finished"):
             return payload["metadata"]["pretraining"]
-        load_optimizer_state(optimizer, state["optimizer"])
+        optimizer_state = state["optimizer"]
         generator.set_state(state["generator"])
         order = state["order"]
         start, elapsed, history = state["step"], state["seconds"], state["history"]
@@ -164,7 +162,14 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
     images = data.images(train)  # built-in datasets are small: keep the split decoded in memory
     tokens = data.tokens[train]
 
-    def save(step, finished, summary=None):
+    loop = TrainingLoop(model.parameters(), lr=lr, device=device, name="pretraining",
+                        schedule=lambda step: learning_rate(step, base=lr, warmup=warmup, total=steps),
+                        total_steps=steps, start_step=start, seconds=elapsed, progress=progress,
+                        description=f"pretrain {model.config.name}")
+    if optimizer_state is not None:
+        load_optimizer_state(loop.optimizer, optimizer_state)
+
+    def save(finished, summary=None):
         if checkpoint is None:
             return
         meta = dict(metadata or {})
@@ -172,52 +177,37 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
             meta["pretraining"] = summary
         save_checkpoint(
             checkpoint, model, meta,
-            train_state={"step": step, "finished": finished, "seconds": elapsed, "history": history, "settings": settings,
-                         "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                         "order": order},
+            train_state={"step": loop.steps, "finished": finished, "seconds": loop.seconds, "history": history,
+                         "settings": settings, "optimizer": loop.optimizer.state_dict(),
+                         "generator": generator.get_state(), "order": order},
         )
 
     model.train()
-    bar = tqdm(total=steps, initial=start, desc=f"pretrain {model.config.name}", disable=not progress,
-               dynamic_ncols=True)
-    step, saved_at = start, elapsed
-    while step < steps:
-        began = time.perf_counter()
-        while order.numel() < batch_size:  # a fresh permutation per epoch, from the seeded generator
-            order = torch.cat([order, torch.randperm(len(train), generator=generator)])
-        batch, order = order[:batch_size], order[batch_size:]
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, base=lr, warmup=warmup, total=steps)
-        weight = entailment_weight_at(step, full=model.config.entailment_weight, warmup=entailment_warmup)
-        with autocast(device):
-            losses = model.pretraining_loss(images[batch].to(device), tokens[batch].to(device),
-                                            entailment_weight=weight)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
-        step += 1
-        elapsed += time.perf_counter() - began
-        loss_value = losses["loss"].item()
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"pretraining loss became {loss_value} at step {step}")
-        history.append(loss_value)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.3f}")
-        if step < steps and (step % checkpoint_every == 0 or elapsed - saved_at >= checkpoint_seconds):
-            save(step, finished=False)
-            saved_at = elapsed
-    bar.close()
+    saved_at = loop.seconds
+    with loop:
+        while loop.steps < steps:
+            while order.numel() < batch_size:  # a fresh permutation per epoch, from the seeded generator
+                order = torch.cat([order, torch.randperm(len(train), generator=generator)])
+            batch, order = order[:batch_size], order[batch_size:]
+            weight = entailment_weight_at(loop.steps, full=model.config.entailment_weight, warmup=entailment_warmup)
+            values = loop.step(lambda: model.pretraining_loss(images[batch].to(device), tokens[batch].to(device),
+                                                              entailment_weight=weight))
+            history.append(values["loss"])
+            if loop.steps < steps and (loop.steps % checkpoint_every == 0
+                                       or loop.seconds - saved_at >= checkpoint_seconds):
+                save(finished=False)
+                saved_at = loop.seconds
 
     model.eval()
     summary = {
         "steps": steps,
-        "seconds": round(elapsed, 1),
+        "seconds": round(loop.seconds, 1),
         "initial_loss": float(np.mean(history[:10])) if history else float("nan"),
         "final_loss": float(np.mean(history[-20:])) if history else float("nan"),
         "zero_shot_accuracy": zero_shot_accuracy(model, data, test),
         "curvature": model.geometry.c.item(),
     }
-    save(step, finished=True, summary=summary)
+    save(finished=True, summary=summary)
     return summary
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Sequence
 
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 
 from manifolds import Geometry, geometry_spec
+from manifolds.precision import autocast_off, upcast
 
 from .config import ModelConfig
 from .losses import entailment_rows, info_nce_rows
@@ -141,13 +141,13 @@ class ImageTextModel(nn.Module):
 
     def embed_image_features(self, features: torch.Tensor) -> torch.Tensor:
         """Scale and lift projected image features; float32 (or float64) even under autocast."""
-        with _full_precision(features):
-            return self.geometry.lift(_upcast(features) * self.visual_alpha.clamp(max=0.0).exp())
+        with autocast_off(features.device.type):
+            return self.geometry.lift(upcast(features) * self.visual_alpha.clamp(max=0.0).exp())
 
     def embed_text_features(self, features: torch.Tensor) -> torch.Tensor:
         """Scale and lift projected text features; float32 (or float64) even under autocast."""
-        with _full_precision(features):
-            return self.geometry.lift(_upcast(features) * self.textual_alpha.clamp(max=0.0).exp())
+        with autocast_off(features.device.type):
+            return self.geometry.lift(upcast(features) * self.textual_alpha.clamp(max=0.0).exp())
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Images in ``[0, 1]`` ``(n, 3, H, W)`` -> points of the geometry."""
@@ -160,8 +160,8 @@ class ImageTextModel(nn.Module):
     def logits(self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
         """``s · sim(u_i, v_j)``: images as rows. ``(n, D), (m, D) -> (n, m)``; float32 (or float64)
         even under autocast (SPEC section 2: the geometry and the loss run in full precision)."""
-        with _full_precision(image_embeddings):
-            similarity = self.geometry.csimilarity(_upcast(image_embeddings), _upcast(text_embeddings))
+        with autocast_off(image_embeddings.device.type):
+            similarity = self.geometry.csimilarity(upcast(image_embeddings), upcast(text_embeddings))
             return self.scale() * similarity
 
     def class_embeddings(self, prompt_tokens: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -172,8 +172,8 @@ class ImageTextModel(nn.Module):
         ``-> (n_classes, D)``"""
         counts = [len(tokens) for tokens in prompt_tokens]
         features = self.text_features(torch.cat(list(prompt_tokens)))
-        with _full_precision(features):
-            features = _upcast(features)
+        with autocast_off(features.device.type):
+            features = upcast(features)
             prototypes = torch.stack([self.geometry.mean_features(f) for f in features.split(counts)])
             return self.embed_text_features(prototypes)
 
@@ -207,18 +207,6 @@ class ImageTextModel(nn.Module):
             loss = loss + weight * entailment
         losses["loss"] = loss
         return losses
-
-
-def _upcast(x: torch.Tensor) -> torch.Tensor:
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-def _full_precision(reference: torch.Tensor):
-    """Switch autocast off for the device of ``reference`` (a no-op outside autocast)."""
-    device_type = reference.device.type
-    if torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type=device_type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def _projection(in_features: int, out_features: int) -> geoopt.ManifoldParameter:

@@ -37,7 +37,7 @@ def pretrained_cache(tmp_path_factory):
     from benchmarks.common import EncodedDataset
     from benchmarks.datasets import load_dataset
     from benchmarks.experiment import pretrained_entry
-    from benchmarks.pretrain import checkpoint_metadata, default_model, pretrain
+    from benchmarks.pretrain import default_model, pretrain
 
     cache = tmp_path_factory.mktemp("pretrained")
     data = EncodedDataset.build(load_dataset("shapes"), 20)
@@ -46,11 +46,9 @@ def pretrained_cache(tmp_path_factory):
         torch.manual_seed(0)
         model = models.create_model(default_model(geometry))
         # Where the harness looks for the default model of this dataset (a shorter schedule here).
-        path, fingerprint = pretrained_entry(geometry, data, cache)
-        metadata = {**checkpoint_metadata(data, 0), "dataset_fingerprint": data.fingerprint,
-                    "cache_fingerprint": fingerprint}
+        entry = pretrained_entry(geometry, data, cache)
         summaries[geometry] = pretrain(
             model, data, steps=600, batch_size=128, lr=1e-3, warmup=50, seed=0,
-            checkpoint=path, metadata=metadata, progress=False,
+            checkpoint=entry.path, metadata=entry.metadata(data), progress=False,
         )
     return cache, data, summaries

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-import geoopt
 import torch
-from tqdm.auto import tqdm
+
+from models.training import TrainingLoop
 
 from .data import Batch, Embeddings, UnlearningData
 from .registry import create_objective
@@ -71,16 +70,15 @@ def unlearn(model, data: UnlearningData, objective, *, steps: Optional[int] = No
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
-    if mixed_precision is None:
-        mixed_precision = device.type == "cuda"
-    precision = torch.autocast(device.type, dtype=torch.bfloat16) if mixed_precision else contextlib.nullcontext()
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     original = None
     if objective.needs_original:
         original = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = geoopt.optim.RiemannianAdam(model.parameters(), lr=lr)
+    loop = TrainingLoop(model.parameters(), lr=lr, device=device, mixed_precision=mixed_precision,
+                        name=f"unlearning ({objective.name})", total_steps=steps, progress=progress,
+                        description=f"unlearn {objective.name}", postfix=None)
     sample_forget = _Cycler(forget_pool, generator)
     sample_retain = _Cycler(retain_pool, generator)
 
@@ -89,40 +87,33 @@ def unlearn(model, data: UnlearningData, objective, *, steps: Optional[int] = No
     def evaluate(step) -> bool:
         metrics = {"step": step, **data.probe(model)}
         result.evaluations.append(metrics)
-        bar.set_postfix(forget=f"{metrics['forget_accuracy']:.2f}", retain=f"{metrics['retain_accuracy']:.2f}")
+        loop.show(forget=f"{metrics['forget_accuracy']:.2f}", retain=f"{metrics['retain_accuracy']:.2f}")
         return target_forget_accuracy is not None and metrics["forget_accuracy"] <= target_forget_accuracy
 
+    def loss(batch: Batch) -> dict:
+        embeddings = _embed(model, original, objective, batch, data)
+        return objective.loss(embeddings, model.geometry, batch)
+
     evaluating = data.probe is not None and eval_every
-    bar = tqdm(total=steps, desc=f"unlearn {objective.name}", disable=not progress, dynamic_ncols=True)
-    began = time.perf_counter()
-    if evaluating and evaluate(0):
-        result.stopped_early = True
-        steps = 0
-    for step in range(1, steps + 1):
-        model.train_with_frozen_statistics()
-        rows = torch.cat([sample_retain(retain_per_batch), sample_forget(forget_per_batch)])
-        batch = Batch(
-            images=data.images[rows], tokens=data.tokens[rows], labels=data.labels[rows],
-            forget=data.forget[rows], parents=data.class_parents[data.labels[rows]],
-        ).to(device)
-        with precision:
-            embeddings = _embed(model, original, objective, batch, data)
-            parts = objective.loss(embeddings, model.geometry, batch)
-        optimizer.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        optimizer.step()
-        values = {name: float(value.detach()) for name, value in parts.items()}
-        if not math.isfinite(values["loss"]):
-            raise FloatingPointError(f"unlearning loss became {values['loss']} at step {step} ({objective.name})")
-        result.history.append(values)
-        result.steps = step
-        bar.update(1)
-        if evaluating and step % eval_every == 0 and step < steps and evaluate(step):
+    began = time.perf_counter()  # wall clock: evaluations count too (samples_per_second)
+    with loop:
+        if evaluating and evaluate(0):
             result.stopped_early = True
-            break
+            steps = 0
+        for step in range(1, steps + 1):
+            model.train_with_frozen_statistics()
+            rows = torch.cat([sample_retain(retain_per_batch), sample_forget(forget_per_batch)])
+            batch = Batch(
+                images=data.images[rows], tokens=data.tokens[rows], labels=data.labels[rows],
+                forget=data.forget[rows], parents=data.class_parents[data.labels[rows]],
+            ).to(device)
+            result.history.append(loop.step(lambda: loss(batch)))
+            result.steps = step
+            if evaluating and step % eval_every == 0 and step < steps and evaluate(step):
+                result.stopped_early = True
+                break
     result.seconds = time.perf_counter() - began
     result.samples_per_second = result.steps * batch_size / max(result.seconds, 1e-9)
-    bar.close()
     model.eval()
     return result
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from models.evaluation import macro_accuracy
+from models.training import TrainingLoop
 
 from .context import AuditContext, Embedded
 from .registry import Column, register_audit
@@ -69,13 +70,12 @@ def train_probe(geometry, embeddings: torch.Tensor, targets: torch.Tensor, n_cla
     embeddings = embeddings.detach().float()
     targets = targets.to(embeddings.device)
     probe = PrototypeProbe(frozen_geometry(geometry), class_means(embeddings, targets, n_classes))
-    optimizer = geoopt.optim.RiemannianAdam(probe.parameters(), lr=lr)
+    # Full precision (the embeddings are float32 already) and no guard, as an audit reports what it finds.
+    loop = TrainingLoop(probe.parameters(), lr=lr, device=embeddings.device, mixed_precision=False,
+                        check_finite=False, progress=False)
     with torch.enable_grad():
         for _ in range(epochs):
-            loss = nn.functional.cross_entropy(probe(embeddings), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loop.step(lambda: {"loss": nn.functional.cross_entropy(probe(embeddings), targets)})
     return probe.eval()
 
 

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import copy
 
-import geoopt
 import numpy as np
 import torch
 
-from benchmarks.common import autocast
+from models.training import TrainingLoop
 
 from .context import AuditContext, Embedded, embed_groups
 from .registry import Column, register_audit
@@ -46,7 +45,8 @@ def relearn(model, context: AuditContext, *, steps: int = 25, n_forget: int = 16
     rows = attack_pairs(context, n_forget, seed)
     images = context.data.images(rows).to(device)
     tokens = context.data.tokens[torch.from_numpy(rows)].to(device)
-    optimizer = geoopt.optim.RiemannianAdam(attacked.parameters(), lr=lr)
+    # No non-finite guard: a diverging attack is a result (its NaN loss is reported), not an error.
+    loop = TrainingLoop(attacked.parameters(), lr=lr, device=device, check_finite=False, progress=False)
     losses = []
     cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
@@ -54,12 +54,7 @@ def relearn(model, context: AuditContext, *, steps: int = 25, n_forget: int = 16
         torch.manual_seed(seed)
         attacked.train_with_frozen_statistics()
         for _ in range(steps):
-            with autocast(device):
-                loss = attacked.pretraining_loss(images, tokens)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
+            losses.append(loop.step(lambda: attacked.pretraining_loss(images, tokens))["loss"])
     attacked.eval()
     return attacked, losses
 
