@@ -83,7 +83,7 @@ class ImageTextModel(nn.Module):
     def train_with_frozen_statistics(self) -> "ImageTextModel":
         """Training mode, except that BatchNorm statistics stay frozen: updated on small or skewed
         batches (unlearning's retain/forget mixes, a relearning attack on a few pairs) they would
-        drift and make accuracy swing between evaluations (SPEC section 4)."""
+        drift and make accuracy swing between evaluations (docs/SPEC.md section 4)."""
         self.train()
         for module in self.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -159,7 +159,7 @@ class ImageTextModel(nn.Module):
 
     def logits(self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
         """``s · sim(u_i, v_j)``: images as rows. ``(n, D), (m, D) -> (n, m)``; float32 (or float64)
-        even under autocast (SPEC section 2: the geometry and the loss run in full precision)."""
+        even under autocast (docs/SPEC.md section 2: the geometry and the loss run in full precision)."""
         with autocast_off(image_embeddings.device.type):
             similarity = self.geometry.csimilarity(upcast(image_embeddings), upcast(text_embeddings))
             return self.scale() * similarity
@@ -167,7 +167,7 @@ class ImageTextModel(nn.Module):
     def class_embeddings(self, prompt_tokens: Sequence[torch.Tensor]) -> torch.Tensor:
         """Zero-shot class embeddings from each class's prompt tokens ``(n_prompts, context)``.
 
-        The geometry decides how prompts are averaged (SPEC section 2): MERU averages projected
+        The geometry decides how prompts are averaged (docs/SPEC.md section 2): MERU averages projected
         features in the tangent space and lifts the mean; CLIP normalises, averages, normalises.
         ``-> (n_classes, D)``"""
         counts = [len(tokens) for tokens in prompt_tokens]

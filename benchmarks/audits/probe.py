@@ -1,4 +1,4 @@
-"""Linear-probe audit (SPEC section 5): can a classifier on the *frozen image embeddings* still
+"""Linear-probe audit (docs/SPEC.md section 5): can a classifier on the *frozen image embeddings* still
 recognise the forgotten classes?
 
 One prototype classifier serves both geometries through the geometry interface: class ``k`` has a

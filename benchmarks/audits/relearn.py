@@ -1,4 +1,4 @@
-"""Relearning attack (SPEC section 5): does the concept come back after a few fine-tuning steps on
+"""Relearning attack (docs/SPEC.md section 5): does the concept come back after a few fine-tuning steps on
 a handful of its pairs?
 
 On a deep copy of the model (the audited model is never touched), the attack takes ``n_forget``
