@@ -24,6 +24,7 @@ import geoopt
 import torch
 from tqdm.auto import tqdm
 
+
 def autocast(device, *, enabled: Optional[bool] = None):
     """The mixed-precision context of a training step on ``device``: bfloat16 autocast (the towers
     run in bfloat16, the geometry upcasts itself to float32, see :mod:`manifolds.precision`) when
@@ -86,8 +87,8 @@ class TrainingLoop:
 
     def step(self, compute_loss: Callable[[], dict]) -> dict:
         """One update: set the learning rate, compute ``compute_loss()`` (a dict of scalar tensors)
-        under mixed precision, back-propagate its ``"loss"``, (clip,) update. Returns every loss part as a Python float.
-        Raises :class:`FloatingPointError` when the loss is not finite (after the update, as the
+        under mixed precision, back-propagate its ``"loss"``, (clip,) update. Returns every loss
+        part as a Python float. Raises :class:`FloatingPointError` when the loss is not finite (after the update, as the
         loops always did: the run stops there and nothing of it is kept)."""
         began = time.perf_counter()
         if self.schedule is not None:
