@@ -229,7 +229,7 @@ def test_trainer_settings_scale_the_forget_share_per_concept_up_to_the_cap():
 @pytest.mark.parametrize("args,message", [
     (["--forget", "dodecahedron"], "unknown concept"),
     (["--method", "magic"], "unknown objective"),
-    (["--geometry", "euclidean", "--method", "hac"], "needs the Lorentz geometry"),
+    (["--geometry", "euclidean", "--method", "hac"], "needs a hyperbolic geometry (lorentz, poincare), not euclidean"),
     (["--dataset", "/nonexistent/folder"], "/nonexistent/folder"),
     (["--scaling", "1,x"], "--scaling"),
     (["--scaling", "12"], "only 12 leaf concepts"),
