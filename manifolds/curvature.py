@@ -43,3 +43,20 @@ def read_c(log_c: torch.Tensor, c_range: Tuple[float, float]) -> torch.Tensor:
     low, high = c_range
     clamped = log_c.clamp(math.log(low), math.log(high))
     return (log_c + (clamped - log_c).detach()).exp()
+
+
+class LearnableCurvature:
+    """Mixin of the hyperbolic geometries: ``c`` read from ``log_c`` within ``c_range``. Listed
+    before the geoopt base, so its ``c`` replaces geoopt's (every geoopt method then reads it)."""
+
+    def _init_curvature(self, c: float, *, learnable: bool, c_range: Tuple[float, float]) -> None:
+        self.c_range = check_range(c, c_range, owner=type(self).__name__)
+        register_log_c(self, c, learnable=learnable, c_range=self.c_range)
+
+    @property
+    def c(self) -> torch.Tensor:
+        """Curvature magnitude ``exp(log_c)``, kept in ``c_range`` (0-dim tensor; see :func:`read_c`)."""
+        return read_c(self.log_c, self.c_range)
+
+    def extra_repr(self) -> str:
+        return f"c={float(self.c.detach()):.4g}, learnable={isinstance(self.log_c, nn.Parameter)}"

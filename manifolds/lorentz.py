@@ -10,10 +10,10 @@ import torch
 from . import lorentz_math as lm
 from ._precision import full_precision
 from .geometry import DEFAULT_MIN_RADIUS, Geometry, register_geometry
-from .curvature import check_range, read_c, register_log_c
+from .curvature import LearnableCurvature
 
 
-class Lorentz(geoopt.Manifold, Geometry):
+class Lorentz(LearnableCurvature, geoopt.Manifold, Geometry):
     r"""Hyperboloid of curvature :math:`-c`, points in full coordinates ``(x_t, x_s)``, time first.
 
     A drop-in geoopt manifold: ``geoopt.ManifoldParameter(x, manifold=Lorentz())`` is optimised by
@@ -47,22 +47,12 @@ class Lorentz(geoopt.Manifold, Geometry):
                  min_radius: float = DEFAULT_MIN_RADIUS):
         super().__init__()
         self.min_radius = float(min_radius)
-        self.c_range = check_range(c, c_range, owner="Lorentz")
-        register_log_c(self, c, learnable=learnable, c_range=self.c_range)
-
-    @property
-    def c(self) -> torch.Tensor:
-        """Curvature magnitude ``exp(log_c)``, kept in ``c_range`` (0-dim tensor; see
-        :func:`manifolds.curvature.read_c`)."""
-        return read_c(self.log_c, self.c_range)
+        self._init_curvature(c, learnable=learnable, c_range=c_range)
 
     @property
     def k(self) -> torch.Tensor:
         """geoopt's parameter: ``<x, x>_L = -k``, i.e. ``k = 1/c``."""
         return 1.0 / self.c
-
-    def extra_repr(self) -> str:
-        return f"c={float(self.c.detach()):.4g}, learnable={isinstance(self.log_c, torch.nn.Parameter)}"
 
     # ----------------------------------------------------------------------------- conversions
     @full_precision

@@ -10,11 +10,11 @@ import torch
 
 from . import poincare_math as pm
 from ._precision import full_precision
-from .curvature import check_range, read_c, register_log_c
+from .curvature import LearnableCurvature
 from .geometry import DEFAULT_MIN_RADIUS, Geometry, register_geometry
 
 
-class Poincare(geoopt.PoincareBall, Geometry):
+class Poincare(LearnableCurvature, geoopt.PoincareBall, Geometry):
     r"""The ball :math:`|x| < 1/\sqrt{c}` of curvature :math:`-c`: geoopt's ``PoincareBall`` (every
     geoopt method keeps its meaning and reads this curvature) with MERU-style image–text methods:
 
@@ -47,16 +47,7 @@ class Poincare(geoopt.PoincareBall, Geometry):
         super().__init__(c=c)
         del self.isp_c  # geoopt's softplus-parametrised curvature: replaced by log_c below
         self.min_radius = float(min_radius)
-        self.c_range = check_range(c, c_range, owner="Poincare")
-        register_log_c(self, c, learnable=learnable, c_range=self.c_range)
-
-    @property
-    def c(self) -> torch.Tensor:
-        """Curvature magnitude ``exp(log_c)``, kept in ``c_range`` (geoopt's ``k`` is ``-c``)."""
-        return read_c(self.log_c, self.c_range)
-
-    def extra_repr(self) -> str:
-        return f"c={float(self.c.detach()):.4g}, learnable={isinstance(self.log_c, torch.nn.Parameter)}"
+        self._init_curvature(c, learnable=learnable, c_range=c_range)  # geoopt's k is then -c
 
     def from_space(self, x_space: torch.Tensor) -> torch.Tensor:
         """Identity: a point of the ball is its own space part."""
