@@ -612,15 +612,26 @@ def test_validate_images_names_every_bad_file(tmp_path):
         validate_images(ds, progress=False, workers=2)
     message = str(info.value)
     assert "1.png" in message and "3.png" in message and "0.png" not in message and "\n" not in message
-    assert ds._file_cache == {}  # the check keeps no pixels
     with pytest.raises(DatasetError, match=r"cannot decode image file .*1\.png"):
         ds.images([1])  # decoding lazily names the file too
+
+
+def test_file_images_are_decoded_on_every_read_never_cached(tmp_path):
+    from PIL import Image
+
+    root = _write_folder(tmp_path / "live")
+    ds = load_folder(root, image_size=8)
+    first = ds.load_pixels(0)
+    assert first.dtype == torch.uint8 and first.shape == (3, 8, 8)
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(ds.image_path(0))  # the file changes on disk
+    again = ds.load_pixels(0)
+    assert torch.equal(again[0], torch.full((8, 8), 255, dtype=torch.uint8)) and not torch.equal(again, first)
+    assert torch.equal(ds.images([0])[0], again.float() / 255)
 
 
 def test_validate_images_passes_good_and_in_memory_datasets(tmp_path):
     ds = load_folder(_write_folder(tmp_path / "good"), image_size=8)
     assert validate_images(ds, progress=False) is None
-    assert ds._file_cache == {}
     start = time.perf_counter()
     validate_images(make_shapes(seed=0, per_leaf_train=2, per_leaf_test=1), progress=False)
     assert time.perf_counter() - start < 0.1  # no files: nothing to decode

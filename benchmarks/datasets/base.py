@@ -79,7 +79,8 @@ class ConceptDataset:
         Built-in data: a uint8 tensor ``(n, 3, s, s)`` of square RGB images, kept in memory
         (resized to ``image_size`` on access when ``s != image_size``).
     image_paths:
-        File-based data: one image path per pair, read lazily with PIL and cached once decoded.
+        File-based data: one image path per pair, read with PIL when an image is asked for (never
+        cached: see :meth:`load_pixels`).
         Exactly one of ``pixels`` and ``image_paths`` must be given.
     pair_concepts:
         The concepts each pair depicts beyond its label (e.g. several objects in one photo); the
@@ -120,7 +121,6 @@ class ConceptDataset:
         self.pair_concepts: list[frozenset[str]] = self._closed_concept_sets(pair_concepts)
         self._pixels: torch.Tensor | None = self._checked_pixels(pixels, image_paths)
         self._image_paths: list[str] | None = self._checked_paths(pixels, image_paths)
-        self._file_cache: dict[str, torch.Tensor] = {}
         self.templates: list[str] = self._checked_templates(templates)
         self.explicit_prompts: dict[str, list[str]] = self._checked_prompts(prompts)
         self._display_names = dict(display_names or {})
@@ -268,14 +268,17 @@ class ConceptDataset:
             )
         return arr % max(len(self), 1)
 
-    def _file_pixels(self, i: int) -> torch.Tensor:
-        path = self._image_paths[i]  # type: ignore[index]
-        cached = self._file_cache.get(path)
-        if cached is None:
-            # Cached as uint8: a quarter of float32's memory, and 8 bits is what a model input needs.
-            cached = load_image_file(path, self.image_size).mul_(255.0).round_().to(torch.uint8)
-            self._file_cache[path] = cached
-        return cached
+    def load_pixels(self, index: int) -> torch.Tensor:
+        """The image of pair ``index`` as uint8 ``(3, image_size, image_size)``, decoded now.
+
+        Nothing is cached: a corpus of millions of files does not fit in memory, and the data
+        loaders (:mod:`benchmarks.datasets.loading`) decode each batch in worker processes. uint8
+        is what travels between processes: a quarter of float32, and all a model input needs."""
+        index = int(index)
+        if self._pixels is not None:
+            return (resize_square(self._pixels[index:index + 1], self.image_size)[0]
+                    .mul_(255.0).round_().to(torch.uint8))
+        return load_image_file(self._image_paths[index], self.image_size).mul_(255.0).round_().to(torch.uint8)
 
     def images(self, indices) -> torch.Tensor:
         """Images of the given pairs as a float tensor ``(n, 3, image_size, image_size)`` in [0, 1].
@@ -288,7 +291,7 @@ class ConceptDataset:
             return resize_square(self._pixels[torch.from_numpy(idx)], self.image_size)
         if idx.size == 0:
             return torch.zeros(0, 3, self.image_size, self.image_size)
-        batch = torch.stack([self._file_pixels(int(i)) for i in idx])
+        batch = torch.stack([self.load_pixels(int(i)) for i in idx])
         return batch.float().div_(255.0)
 
     def image_path(self, index: int) -> str | None:

@@ -32,13 +32,12 @@ def validate_images(dataset: ConceptDataset, *, progress: bool = True, workers: 
     """Decode every image file of ``dataset`` once; raise :class:`DatasetError` if any fails.
 
     The message says how many files are bad and names the first :data:`LISTED_BAD_FILES` of them
-    (path and reason), in dataset order. Files already in the dataset's cache decoded before and are
-    skipped; decoded pixels are dropped, never cached. In-memory datasets (``shapes``, ``digits``,
+    (path and reason), in dataset order. Decoded pixels are dropped, never kept. In-memory datasets (``shapes``, ``digits``,
     CIFAR pickles) have no files and return at once. ``workers`` threads decode in parallel (PIL
     releases the GIL while decoding); the default is the number of CPUs, at most 8.
     """
     paths = dataset._image_paths or []  # None for in-memory datasets
-    unique = [p for p in dict.fromkeys(paths) if p not in dataset._file_cache]  # COCO pairs share files
+    unique = list(dict.fromkeys(paths))  # COCO pairs share files
     if not unique:
         return
     workers = workers or min(8, os.cpu_count() or 1)
