@@ -11,12 +11,12 @@ from .config import ModelConfig, TextConfig, VisionConfig, register_config
 from .factory import Tokenizer, create_model, get_tokenizer, list_models, model_config
 from .losses import entailment_rows, info_nce_rows
 from .model import CLIP, MERU, ImageTextModel
-from .released import load_model_file, load_open_clip_state_dict, load_released_checkpoint
+from .released import load_hycoclip_checkpoint, load_model_file, load_open_clip_state_dict, load_released_checkpoint
 from .training import TrainingLoop
 
 __all__ = [
     "CLIP", "MERU", "ImageTextModel", "ModelConfig", "TextConfig", "VisionConfig", "Tokenizer", "TrainingLoop",
     "CheckpointError", "create_model", "entailment_rows", "get_tokenizer", "info_nce_rows",
-    "list_models", "load_checkpoint", "load_model_file", "load_open_clip_state_dict", "load_released_checkpoint",
-    "model_config", "register_config", "save_checkpoint",
+    "list_models", "load_checkpoint", "load_hycoclip_checkpoint", "load_model_file", "load_open_clip_state_dict",
+    "load_released_checkpoint", "model_config", "register_config", "save_checkpoint",
 ]
