@@ -16,6 +16,7 @@ import models
 from models.checkpoint import atomic_write
 from models.training import autocast  # noqa: F401  (the tools' mixed precision: bfloat16 on GPU only)
 
+from .datasets.loading import image_source
 from .fingerprints import dataset_fingerprint
 
 
@@ -27,6 +28,24 @@ class InputError(ValueError):
 def tell(message: str) -> None:
     """Show the user a progress note or warning (on stderr: stdout carries the command's result)."""
     print(message, file=sys.stderr)
+
+
+def on_main(world, work):
+    """``work()`` on rank 0 only (a check that reads every file, say); when it raises, every process
+    raises the same error, so that no process waits forever for one that has stopped. Returns
+    rank 0's result on every process."""
+    from models.distributed import broadcast_object
+
+    outcome = None
+    if world.is_main:
+        try:
+            outcome = ("ok", work())
+        except Exception as error:  # handed to every process, raised there
+            outcome = ("error", error)
+    kind, value = broadcast_object(outcome, world)
+    if kind == "error":
+        raise value
+    return value
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -75,16 +94,24 @@ class EncodedDataset:
         return self.tokenizer(self.dataset.prompts(concept))
 
     def images(self, indices) -> torch.Tensor:
+        """The images of ``indices`` decoded into one tensor: for small sets only."""
         return self.dataset.images(indices)
 
+    def image_source(self, indices):
+        """The images of ``indices`` as an image source (:mod:`models.streaming`): in memory for
+        built-in data, read by data-loader workers for files."""
+        return image_source(self.dataset, indices)
 
-def zero_shot_accuracy(model, data: EncodedDataset, indices, *, classes=None) -> float:
-    """Macro zero-shot accuracy of ``model`` on the pairs ``indices`` (over all leaf classes)."""
+
+def zero_shot_accuracy(model, data: EncodedDataset, indices, *, classes=None, world=None) -> float:
+    """Macro zero-shot accuracy of ``model`` on the pairs ``indices`` (over all leaf classes); the
+    images are streamed, and embedded in parts by the processes of ``world`` when given."""
     from models.evaluation import class_embeddings, embed_images, macro_accuracy, zero_shot_predictions
 
     indices = np.asarray(indices)
     prototypes = class_embeddings(model, data.prompt_tokens)
-    predictions = zero_shot_predictions(model, embed_images(model, data.images(indices)), prototypes)
+    embedded = embed_images(model, data.image_source(indices), world=world)
+    predictions = zero_shot_predictions(model, embedded, prototypes)
     return macro_accuracy(predictions, torch.from_numpy(data.targets[indices]), classes)
 
 

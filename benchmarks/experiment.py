@@ -4,6 +4,7 @@ The harness (:mod:`benchmarks.run`) plans many of these; this module holds the p
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -19,8 +20,9 @@ import models
 import unlearning
 
 from models.checkpoint import model_from_payload, read_checkpoint
+from models.distributed import SINGLE, World, barrier
 
-from .common import EncodedDataset, InputError, atomic_write_text, finite_json, strict_json, tell
+from .common import EncodedDataset, InputError, on_main, atomic_write_text, finite_json, strict_json, tell
 from .fingerprints import json_fingerprint, short
 from .locks import hold_lock
 from .pretrain import checkpoint_metadata, default_model, default_settings, pretrain
@@ -94,33 +96,38 @@ def pretrained_entry(geometry: str, data: EncodedDataset, cache_dir) -> CacheEnt
 
 
 def pretrained_model(geometry: str, data: EncodedDataset, *, cache_dir: Path, device, progress: bool,
-                     lock_timeout: float | None = None, notify=tell):
+                     lock_timeout: float | None = None, notify=tell, world: World = SINGLE,
+                     workers: int | None = None):
     """The cached pretrained default model for this geometry and dataset (trained now, resumably,
     when missing). One command at a time trains an entry: another one waits for it (``notify``
     says who it waits for; past ``lock_timeout`` seconds it gives up with
-    :class:`~benchmarks.locks.LockBusy`) and then reuses the finished checkpoint."""
+    :class:`~benchmarks.locks.LockBusy`) and then reuses the finished checkpoint. In a distributed
+    run rank 0 holds the lock and writes the entry; all processes train it together."""
     entry = pretrained_entry(geometry, data, cache_dir)
     path = entry.path
-    with hold_lock(path.with_name(path.name + ".lock"), f"the pretrained-model cache entry {path}",
-                   timeout=lock_timeout, notify=notify):
-        found = _finished_entry(path)
-        if found is None:
-            _pretrain_entry(entry, geometry, data, device=device, progress=progress)
-            found = path, read_checkpoint(path)
-    path, payload = found
+    lock = hold_lock(path.with_name(path.name + ".lock"), f"the pretrained-model cache entry {path}",
+                     timeout=lock_timeout, notify=notify) if world.is_main else contextlib.nullcontext()
+    with lock:
+        finished = on_main(world, lambda: _finished_entry(path) is not None)
+        if not finished:
+            _pretrain_entry(entry, geometry, data, device=device, progress=progress, world=world, workers=workers)
+        barrier(world)  # rank 0 has written the finished entry
+        payload = read_checkpoint(path)
     model, metadata = model_from_payload(payload, path, expected_geometry=geometry)
     check_classes(path, metadata, data)
     return model.to(device).eval()
 
 
-def _pretrain_entry(entry: CacheEntry, geometry: str, data: EncodedDataset, *, device, progress: bool) -> None:
+def _pretrain_entry(entry: CacheEntry, geometry: str, data: EncodedDataset, *, device, progress: bool,
+                    world: World = SINGLE, workers: int | None = None) -> None:
     """Pretrain the default model of ``geometry`` on ``data`` into the cache ``entry`` (resuming an
     interrupted run there); its metadata records the fingerprints it was keyed by."""
     torch.manual_seed(PRETRAINING_SEED)  # before building: reproducible initial weights
     model = models.create_model(default_model(geometry))
     check_vocabulary(model, data)
     pretrain(model, data, seed=PRETRAINING_SEED, device=device, checkpoint=entry.path,
-             metadata=entry.metadata(data), progress=progress, **default_settings(data.dataset.name))
+             metadata=entry.metadata(data), progress=progress, world=world, workers=workers,
+             **default_settings(data.dataset.name))
 
 
 def check_vocabulary(model, data: EncodedDataset) -> None:
@@ -173,11 +180,11 @@ def unlearning_data(context, *, seed: int, probe_size: int = 240) -> unlearning.
         rng.choice(retain_train, min(probe_size, len(retain_train)), replace=False),
     ])
     probe = unlearning.ZeroShotProbe(
-        images=data.images(probe_rows), targets=torch.from_numpy(data.targets[probe_rows]),
+        images=data.image_source(probe_rows), targets=torch.from_numpy(data.targets[probe_rows]),
         class_prompt_tokens=data.prompt_tokens, forget_classes=list(context.forget_classes),
     )
     return unlearning.UnlearningData(
-        images=data.images(rows), tokens=data.tokens[rows], labels=torch.from_numpy(data.targets[rows]),
+        images=data.image_source(rows), tokens=data.tokens[rows], labels=torch.from_numpy(data.targets[rows]),
         forget=forget, class_parents=torch.from_numpy(context.class_parent_index),
         parent_prompt_tokens=[data.concept_prompt_tokens(p) for p in context.parent_concepts], probe=probe,
     )
@@ -196,8 +203,10 @@ def trainer_settings(method: str, forget_count: int) -> dict:
 
 
 def run_one(spec: RunSpec, base_model, data: EncodedDataset, context, before: dict, *, device,
-            progress: bool, settings: dict | None = None) -> tuple:
-    """Unlearn ``spec`` from a copy of ``base_model`` and audit it. Returns ``(record, model)``."""
+            progress: bool, settings: dict | None = None, workers: int | None = None) -> tuple:
+    """Unlearn ``spec`` from a copy of ``base_model`` and audit it. Returns ``(record, model)``.
+    In a distributed run (``context.world``) every process calls this; the record states the
+    ``world_size``, which changes no number beyond float rounding."""
     from .audits import run_audits
 
     settings = {**trainer_settings(spec.method, len(spec.forget)), **(settings or {})}
@@ -205,7 +214,8 @@ def run_one(spec: RunSpec, base_model, data: EncodedDataset, context, before: di
     train_data = unlearning_data(context, seed=spec.seed)
     _reset_peak_memory(device)
     began = time.perf_counter()
-    objective, result = _unlearn(spec, model, train_data, settings, device=device, progress=progress)
+    objective, result = _unlearn(spec, model, train_data, settings, device=device, progress=progress,
+                                 world=context.world, workers=workers)
     unlearn_seconds = time.perf_counter() - began
     after = run_audits(model, context)
     record = {
@@ -215,12 +225,14 @@ def run_one(spec: RunSpec, base_model, data: EncodedDataset, context, before: di
         "model": base_model.config.name,
         "dataset": data.dataset.name,
         "settings": settings,
+        "world_size": context.world.size,
         "objective": asdict(objective),
         "before": before,
         "after": after,
         "unlearning": {
             "steps": result.steps, "seconds": round(result.seconds, 2), "stopped_early": result.stopped_early,
             "samples_per_second": round(result.samples_per_second, 1), "evaluations": result.evaluations,
+            "losses": result.history,
             "peak_memory_mb": _peak_memory_mb(device),
         },
         "seconds": round(unlearn_seconds, 2),
@@ -237,11 +249,12 @@ def unlearned_copy(spec: RunSpec, base_model, context, settings: dict, *, device
     return model
 
 
-def _unlearn(spec: RunSpec, model, train_data, settings: dict, *, device, progress: bool) -> tuple:
+def _unlearn(spec: RunSpec, model, train_data, settings: dict, *, device, progress: bool,
+             world: World = SINGLE, workers: int | None = None) -> tuple:
     """Unlearn ``spec``'s concepts from ``model`` in place: ``(objective, trainer result)``."""
     objective = unlearning.create_objective(spec.method, **dict(spec.options))
     result = unlearning.unlearn(model, train_data, objective, seed=spec.seed, device=device, progress=progress,
-                                **settings)
+                                world=world, workers=workers, **settings)
     return objective, result
 
 

@@ -60,8 +60,8 @@ def _embedding_groups(model, context, limit: int = 150) -> dict:
     others = [c for c in data.classes if c not in forget_names]
     prompts = lambda names: class_embeddings(model, [data.concept_prompt_tokens(n) for n in names])  # noqa: E731
     return {
-        "retain images": embed_images(model, data.images(retain)),
-        "forget images": embed_images(model, data.images(forget)),
+        "retain images": embed_images(model, data.image_source(retain)),
+        "forget images": embed_images(model, data.image_source(forget)),
         "other concepts": prompts(others),
         "forgotten concepts": prompts(forget_names),
         "their parents": prompts(parents) if parents else None,
@@ -103,7 +103,7 @@ def distance_histogram(path: Path, title: str, before_model, after_model, contex
     data = context.data
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, (group, rows) in zip(axes, (("forget", context.forget_test), ("retain", context.retain_test[:600]))):
-        distances = {phase: model.geometry.dist0(embed_images(model, data.images(rows))).cpu().numpy()
+        distances = {phase: model.geometry.dist0(embed_images(model, data.image_source(rows))).cpu().numpy()
                      for phase, model in (("before", before_model), ("after", after_model))}
         low = min(d.min() for d in distances.values())
         high = max(d.max() for d in distances.values())

@@ -13,9 +13,13 @@ reported in one line with exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import math
 import sys
+import time
 from pathlib import Path
+from typing import Iterator
 
 import geoopt
 import numpy as np
@@ -24,9 +28,12 @@ import torch
 import models
 from manifolds import geometry_names, geometry_spec, geometry_specs
 from models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from models.distributed import (SINGLE, World, barrier, broadcast_module, check_divisible, init_from_environment,
+                                process_device)
+from models.streaming import image_batches
 from models.training import TrainingLoop
 
-from .common import EncodedDataset, resolve_device, zero_shot_accuracy
+from .common import EncodedDataset, on_main, resolve_device, zero_shot_accuracy
 from .datasets import DatasetError, load_dataset, validate_images
 from .locks import LockBusy, hold_lock
 
@@ -118,27 +125,68 @@ def check_splits(data: EncodedDataset) -> tuple:
     return rows["train"], rows["test"]
 
 
+def batch_stream(count: int, batch_size: int, *, seed: int, start_step: int = 0) -> Iterator[torch.Tensor]:
+    """Global batches of positions in ``range(count)``, from batch ``start_step`` on, forever.
+
+    The batches are consecutive chunks of one stream of permutations (one per epoch) drawn from a
+    generator seeded with ``seed``; a batch may straddle two epochs. The stream depends on nothing
+    else — not on the number of processes or data-loader workers — and a resumed run recomputes
+    where it was from ``start_step`` alone."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.empty(0, dtype=torch.long)
+    step = 0
+    while True:
+        while order.numel() < batch_size:
+            order = torch.cat([order, torch.randperm(count, generator=generator)])
+        batch, order = order[:batch_size], order[batch_size:]
+        if step >= start_step:
+            yield batch
+        step += 1
+
+
+class _Timed:
+    """An iterator that adds up the time spent waiting for its items (data loading, here)."""
+
+    def __init__(self, iterator):
+        self.iterator, self.seconds = iterator, 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        began = time.perf_counter()
+        item = next(self.iterator)
+        self.seconds += time.perf_counter() - began
+        return item
+
+
 def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: float, warmup: int = 100,
              entailment_warmup: int | None = None, seed: int = 0, device=None,
              checkpoint: str | Path | None = None, checkpoint_every: int = 200,
-             checkpoint_seconds: float = 600.0, metadata: dict | None = None, progress: bool = True) -> dict:
+             checkpoint_seconds: float = 600.0, metadata: dict | None = None, progress: bool = True,
+             world: World | None = None, workers: int | None = None) -> dict:
     """Train ``model`` on the train split of ``data`` with the model's pretraining loss.
 
     ``entailment_warmup`` (default: a quarter of ``steps``) is how many steps MERU's entailment
     weight takes to rise from 0 to its config value (:func:`entailment_weight_at`). Returns a summary
-    dict (steps, seconds, final loss, zero-shot accuracy on the test split). With ``checkpoint`` set,
-    training state is saved there atomically every ``checkpoint_every`` steps, at least every
-    ``checkpoint_seconds`` of training, and at the end; a rerun resumes from it bit for bit."""
+    dict (steps, seconds, final loss, zero-shot accuracy on the test split, data-loading wait). With
+    ``checkpoint`` set, training state is saved there atomically every ``checkpoint_every`` steps, at
+    least every ``checkpoint_seconds`` of training, and at the end; a rerun resumes from it bit for bit.
+
+    ``batch_size`` is the global batch. With ``world`` (a ``torchrun`` launch), every process takes
+    its slice of each global batch and the loss is computed on the gathered batch, so the run is
+    the single-process run whatever the number of processes (:mod:`models.distributed`); only rank 0
+    writes the checkpoint. File-backed images are decoded by ``workers`` data-loader processes."""
+    world = world or SINGLE
     if entailment_warmup is None:
         entailment_warmup = default_entailment_warmup(steps)
     check_schedule(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, entailment_warmup=entailment_warmup)
+    check_divisible(batch_size, world.size)
     train, test = check_splits(data)
     device = torch.device(device or "cpu")
     model.to(device)
-    generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     start, elapsed, history, optimizer_state = 0, 0.0, [], None
-    order = torch.empty(0, dtype=torch.long)  # the rest of the current epoch's permutation
     if model.config.text.compact_vocabulary:  # a fresh model learns the words of this dataset
         try:
             model.build_vocabulary(torch.cat([data.tokens, *data.prompt_tokens]))
@@ -155,22 +203,24 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
         if state.get("finished"):
             return payload["metadata"]["pretraining"]
         optimizer_state = state["optimizer"]
-        generator.set_state(state["generator"])
-        order = state["order"]
         start, elapsed, history = state["step"], state["seconds"], state["history"]
+    broadcast_module(model, world)
 
-    images = data.images(train)  # built-in datasets are small: keep the split decoded in memory
-    tokens = data.tokens[train]
+    images, tokens = data.image_source(train), data.tokens[train]
+    local_rows, loader_rows = itertools.tee(
+        world.shard(batch) for batch in batch_stream(len(train), batch_size, seed=seed, start_step=start))
+    stream = image_batches(images, loader_rows, device=device, workers=workers)
+    batches = _Timed(zip(local_rows, stream))
 
     loop = TrainingLoop(model.parameters(), lr=lr, device=device, name="pretraining",
                         schedule=lambda step: learning_rate(step, base=lr, warmup=warmup, total=steps),
                         total_steps=steps, start_step=start, seconds=elapsed, progress=progress,
-                        description=f"pretrain {model.config.name}")
+                        description=f"pretrain {model.config.name}", world=world)
     if optimizer_state is not None:
         load_optimizer_state(loop.optimizer, optimizer_state)
 
     def save(finished, summary=None):
-        if checkpoint is None:
+        if checkpoint is None or not world.is_main:
             return
         meta = dict(metadata or {})
         if summary is not None:
@@ -178,20 +228,17 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
         save_checkpoint(
             checkpoint, model, meta,
             train_state={"step": loop.steps, "finished": finished, "seconds": loop.seconds, "history": history,
-                         "settings": settings, "optimizer": loop.optimizer.state_dict(),
-                         "generator": generator.get_state(), "order": order},
+                         "settings": settings, "optimizer": loop.optimizer.state_dict()},
         )
 
     model.train()
     saved_at = loop.seconds
-    with loop:
+    with loop, contextlib.closing(stream):  # closing the stream stops its data-loader workers
         while loop.steps < steps:
-            while order.numel() < batch_size:  # a fresh permutation per epoch, from the seeded generator
-                order = torch.cat([order, torch.randperm(len(train), generator=generator)])
-            batch, order = order[:batch_size], order[batch_size:]
+            rows, batch_images = next(batches)
             weight = entailment_weight_at(loop.steps, full=model.config.entailment_weight, warmup=entailment_warmup)
-            values = loop.step(lambda: model.pretraining_loss(images[batch].to(device), tokens[batch].to(device),
-                                                              entailment_weight=weight))
+            values = loop.step(lambda: model.pretraining_loss(batch_images, tokens[rows].to(device),
+                                                              entailment_weight=weight, world=world))
             history.append(values["loss"])
             if loop.steps < steps and (loop.steps % checkpoint_every == 0
                                        or loop.seconds - saved_at >= checkpoint_seconds):
@@ -204,8 +251,10 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
         "seconds": round(loop.seconds, 1),
         "initial_loss": float(np.mean(history[:10])) if history else float("nan"),
         "final_loss": float(np.mean(history[-20:])) if history else float("nan"),
-        "zero_shot_accuracy": zero_shot_accuracy(model, data, test),
+        "zero_shot_accuracy": zero_shot_accuracy(model, data, test, world=world),
         "curvature": model.geometry.c.item(),
+        "world_size": world.size,
+        "data_wait_seconds_per_step": round(batches.seconds / max(1, steps - start), 4),
     }
     save(finished=True, summary=summary)
     return summary
@@ -232,6 +281,8 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0, metavar="M",
                         help="also checkpoint after every M minutes of training (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="data-loader processes decoding image files (default: the CPUs, at most 8)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -260,7 +311,10 @@ def _main(args) -> int:
         raise ValueError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}")
     if not args.checkpoint_minutes > 0:
         raise ValueError(f"--checkpoint-minutes must be positive, got {args.checkpoint_minutes}")
-    device = resolve_device(args.device)
+    if args.workers is not None and args.workers < 0:
+        raise ValueError(f"--workers must be 0 or more, got {args.workers}")
+    world = init_from_environment(resolve_device(args.device))
+    device = process_device(resolve_device(args.device))
     model_name = args.model or default_model(args.geometry)
     config = models.model_config(model_name)  # a ValueError listing the known names
     if config.geometry != args.geometry:
@@ -272,20 +326,29 @@ def _main(args) -> int:
             settings[key] = getattr(args, key)
     settings.setdefault("entailment_warmup", default_entailment_warmup(settings["steps"]))
     check_schedule(**{k: settings[k] for k in ("steps", "batch_size", "lr", "warmup", "entailment_warmup")})
+    check_divisible(settings["batch_size"], world.size)
     out = Path(args.out or f"runs/pretrained/{model_name}-{dataset.name}-seed{args.seed}.pt")
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give the checkpoint's file name")
     data = EncodedDataset.build(dataset, config.text.context_length)
     check_splits(data)
-    validate_images(dataset, progress=not args.no_progress)  # a bad file stops us now, not hours in
+    # A bad file stops us now, not hours in (checked once, by rank 0, for every process).
+    on_main(world, lambda: validate_images(dataset, progress=not args.no_progress))
     torch.manual_seed(args.seed)  # before building: reproducible initial weights
     model = models.create_model(config)
-    with hold_lock(out.with_name(out.name + ".lock"), f"checkpoint {out}", notify=_say):
+    lock = hold_lock(out.with_name(out.name + ".lock"), f"checkpoint {out}", notify=_say) if world.is_main \
+        else contextlib.nullcontext()  # rank 0 writes the checkpoint and holds its lock for all
+    with lock:
+        barrier(world)  # nobody reads the checkpoint before rank 0 holds the lock
         summary = pretrain(model, data, seed=args.seed, device=device, checkpoint=out,
                            checkpoint_every=args.checkpoint_every, checkpoint_seconds=60.0 * args.checkpoint_minutes,
-                           metadata=checkpoint_metadata(data, args.seed), progress=not args.no_progress, **settings)
-    print(f"{model_name} on {dataset.name}: zero-shot leaf accuracy {summary['zero_shot_accuracy']:.1%} "
-          f"after {summary['steps']} steps ({summary['seconds']:.0f} s of training); checkpoint {out}")
+                           metadata=checkpoint_metadata(data, args.seed), progress=not args.no_progress,
+                           world=world, workers=args.workers, **settings)
+        barrier(world)  # rank 0 has written the final checkpoint
+    if world.is_main:
+        print(f"{model_name} on {dataset.name}: zero-shot leaf accuracy {summary['zero_shot_accuracy']:.1%} "
+              f"after {summary['steps']} steps ({summary['seconds']:.0f} s of training, "
+              f"{world.size} process(es)); checkpoint {out}")
     return 0
 
 

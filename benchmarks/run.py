@@ -18,11 +18,12 @@ status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,9 @@ import models
 import unlearning
 from manifolds import geometry_names, geometry_spec, geometry_specs
 
-from .common import EncodedDataset, InputError, resolve_device, tell, write_json
+from models.distributed import SINGLE, World, barrier, init_from_environment, process_device
+
+from .common import EncodedDataset, InputError, on_main, resolve_device, tell, write_json
 from .datasets import DatasetError, load_dataset, validate_images
 from .datasets.base import SPLIT_NAMES
 from .experiment import (ResultsFile, RunSpec, check_classes, check_vocabulary, pretrained_entry,
@@ -107,6 +110,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=None, help="output folder (default: runs/<configuration>)")
     parser.add_argument("--cache", default="runs/pretrained", help="pretrained-model cache (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="data-loader processes decoding image files (default: the CPUs, at most 8)")
     parser.add_argument("--list-concepts", action="store_true", help="print every concept with its parent and exit")
     parser.add_argument("--scaling", default=None, help="forget that many concepts at once, e.g. 1,2,4,8")
     parser.add_argument("--ablation", action="store_true",
@@ -170,6 +175,8 @@ def check_arguments(args) -> None:
             raise UsageError(f"--{name} is empty; leave the option out for its default, or give a value")
     if args.lock_timeout is not None and not args.lock_timeout >= 0:
         raise UsageError(f"--lock-timeout must be a number of seconds >= 0, got {args.lock_timeout}")
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be 0 or more, got {args.workers}")
     if Path(args.cache).exists() and not Path(args.cache).is_dir():
         raise UsageError(f"--cache {args.cache} is a file; expected a folder for pretrained models")
 
@@ -441,6 +448,10 @@ def _main(args) -> int:
         device = resolve_device(args.device)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    # Under torchrun every process runs this function; rank 0 alone takes the locks and writes
+    # files, and what it decides (which runs are left) is handed to the others (docs/SPEC.md section 6).
+    world = init_from_environment(device)
+    device = process_device(device)
     checkpoint = load_checkpoint_model(args)
     image_size = checkpoint[0].image_size if checkpoint else 32
     dataset = load_dataset(args.dataset, image_size=image_size)
@@ -448,7 +459,8 @@ def _main(args) -> int:
         list_concepts(dataset)
         return 0
     check_dataset(dataset)
-    validate_images(dataset, progress=not args.no_progress)  # a bad file stops us now, not mid-run
+    # A bad file stops us now, not mid-run (checked once, by rank 0, for every process).
+    on_main(world, lambda: validate_images(dataset, progress=not args.no_progress))
     # The default MERU and CLIP configs share their text tower's context length.
     context_length = checkpoint[0].context_length if checkpoint else \
         models.model_config(default_model(BOTH[0])).text.context_length
@@ -465,16 +477,23 @@ def _main(args) -> int:
     inputs = {geometry: {"dataset_fingerprint": data.fingerprint, "model_fingerprint": fingerprint}
               for geometry, fingerprint in fingerprints.items()}
     out = Path(args.out) if args.out else default_out(args, data)
-    make_out_folder(out)
-    with hold_lock(out / OUT_LOCK, f"--out {out}", timeout=args.lock_timeout, notify=tell):
-        results = open_results(out, experiment_config(args, data, specs, fingerprints), specs, inputs)
-        bench = Workbench(args, data, device, base_models)
+    on_main(world, lambda: make_out_folder(out))
+    lock = hold_lock(out / OUT_LOCK, f"--out {out}", timeout=args.lock_timeout, notify=tell) if world.is_main \
+        else contextlib.nullcontext()
+    with lock:
+        config = experiment_config(args, data, specs, fingerprints)
+        results = on_main(world, lambda: open_results(out, config, specs, inputs))
+        bench = Workbench(args, data, device, base_models, world=world)
         todo = [s for s in specs if s.key not in results.keys()]
-        tell(f"{len(specs)} run(s), {len(specs) - len(todo)} already done; results in {out}")
+        if world.is_main:
+            tell(f"{len(specs)} run(s), {len(specs) - len(todo)} already done; results in {out}"
+                 + (f"; {world.size} processes" if world.distributed else ""))
         run_missing(bench, todo, results, out, inputs)
-        if not args.no_figures:
-            redraw_missing_figures(bench, specs, results, out)
-        print(write_outputs(args, out, specs, results))
+        if world.is_main:
+            if not args.no_figures:
+                redraw_missing_figures(bench, specs, results, out)
+            print(write_outputs(args, out, specs, results))
+        barrier(world)
     return 0
 
 
@@ -487,6 +506,7 @@ class Workbench:
     data: EncodedDataset
     device: object
     base_models: dict  # geometry -> model (a --checkpoint's model is there from the start)
+    world: World = SINGLE  # the processes of a torchrun launch, which share every run's work
     contexts: dict = field(default_factory=dict)
     audits_before: dict = field(default_factory=dict)
 
@@ -494,14 +514,16 @@ class Workbench:
         if geometry not in self.base_models:
             self.base_models[geometry] = pretrained_model(
                 geometry, self.data, cache_dir=Path(self.args.cache), device=self.device,
-                progress=not self.args.no_progress, lock_timeout=self.args.lock_timeout)
+                progress=not self.args.no_progress, lock_timeout=self.args.lock_timeout, world=self.world,
+                workers=self.args.workers)
         return self.base_models[geometry]
 
     def context(self, spec: RunSpec):
         from .audits import AuditContext
 
         if (spec.forget, spec.seed) not in self.contexts:
-            self.contexts[(spec.forget, spec.seed)] = AuditContext.build(self.data, list(spec.forget), seed=spec.seed)
+            self.contexts[(spec.forget, spec.seed)] = AuditContext.build(self.data, list(spec.forget), seed=spec.seed,
+                                                                         world=self.world)
         return self.contexts[(spec.forget, spec.seed)]
 
     def before(self, spec: RunSpec) -> dict:
@@ -521,14 +543,20 @@ class Workbench:
 
 
 def run_missing(bench: Workbench, todo: list, results: ResultsFile, out: Path, inputs: dict) -> None:
-    """Run every run of ``todo``, appending each record as soon as it is done."""
+    """Run every run of ``todo``, appending each record as soon as it is done (rank 0 writes; in a
+    distributed run every process does each run's work with it)."""
     from .figures import write_figures
 
     for number, spec in enumerate(todo, 1):
         base, context, before = bench.base(spec.geometry), bench.context(spec), bench.before(spec)
+        if not bench.world.is_main:
+            run_one(spec, base, bench.data, context, before, device=bench.device, progress=False,
+                    settings=bench.trainer_overrides(), workers=bench.args.workers)
+            continue
         tell(f"[{number}/{len(todo)}] {spec.label}: forgetting {', '.join(spec.forget)} (seed {spec.seed})")
         record, after_model = run_one(spec, base, bench.data, context, before, device=bench.device,
-                                      progress=not bench.args.no_progress, settings=bench.trainer_overrides())
+                                      progress=not bench.args.no_progress, settings=bench.trainer_overrides(),
+                                      workers=bench.args.workers)
         record["inputs"] = inputs[spec.geometry]
         if not bench.args.no_figures and spec.seed == 0:  # before the record: a rerun redoes both
             write_figures(out, spec, base, after_model, context, record)
@@ -560,7 +588,9 @@ def redraw_missing_figures(bench: Workbench, specs: list, results: ResultsFile, 
             tell(f"redrawing the {', '.join(missing)} figure(s) of {spec.label} forgetting {', '.join(spec.forget)}: "
                  "redoing its unlearning (its record stays as it is)")
             base, context = bench.base(spec.geometry), bench.context(spec)
-            after = unlearned_copy(spec, base, context, record["settings"], device=bench.device)
+            # Rank 0 alone: redone in one process (figures are pictures; no record changes).
+            after = unlearned_copy(spec, base, replace(context, world=SINGLE, _cache=[]), record["settings"],
+                                   device=bench.device)
         if missing:
             write_figures(out, spec, base, after, context, record, kinds=missing)
 

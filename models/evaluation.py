@@ -6,21 +6,44 @@ from typing import Sequence
 
 import torch
 
-
-@torch.no_grad()
-def embed_images(model, images: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
-    """Embeddings of ``images`` ``(n, 3, H, W)`` on the model's device, in batches. ``-> (n, D)``."""
-    device = next(model.parameters()).device
-    chunks = [model.encode_image(chunk.to(device)).float() for chunk in images.split(batch_size)]
-    return torch.cat(chunks) if chunks else torch.empty(0)
+from .distributed import SINGLE, World, gather_rows, shard_range
+from .streaming import chunks, image_batches
 
 
 @torch.no_grad()
-def embed_texts(model, tokens: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
-    """Embeddings of token ids ``(n, context)``, in batches. ``-> (n, D)``."""
+def embed_images(model, images, *, batch_size: int = 512, workers: int | None = None,
+                 world: World | None = None) -> torch.Tensor:
+    """Embeddings of an image source (a tensor ``(n, 3, H, W)`` in ``[0, 1]`` or a dataset of images,
+    see :mod:`models.streaming`) on the model's device, in batches. ``-> (n, D)``.
+
+    With ``world`` (several processes, all calling this with the same ``images``), each process
+    embeds its own contiguous part and the parts are gathered: every process gets all ``n`` rows."""
     device = next(model.parameters()).device
-    chunks = [model.encode_text(chunk.to(device)).float() for chunk in tokens.split(batch_size)]
-    return torch.cat(chunks) if chunks else torch.empty(0)
+    world = world or SINGLE
+    part = shard_range(len(images), world)
+    batches = chunks(part.stop - part.start, batch_size, start=part.start)
+    embedded = [model.encode_image(chunk).float() for chunk in image_batches(images, batches, device=device,
+                                                                                  workers=workers)]
+    local = torch.cat(embedded) if embedded else _no_rows(model, device)
+    return gather_rows(local, world)
+
+
+@torch.no_grad()
+def embed_texts(model, tokens: torch.Tensor, *, batch_size: int = 1024, world: World | None = None) -> torch.Tensor:
+    """Embeddings of token ids ``(n, context)``, in batches (sharded over ``world`` like
+    :func:`embed_images`). ``-> (n, D)``."""
+    device = next(model.parameters()).device
+    world = world or SINGLE
+    tokens = tokens[shard_range(len(tokens), world)]
+    chunks_ = [model.encode_text(chunk.to(device)).float() for chunk in tokens.split(batch_size)]
+    local = torch.cat(chunks_) if chunks_ else _no_rows(model, device)
+    return gather_rows(local, world)
+
+
+def _no_rows(model, device) -> torch.Tensor:
+    """No embeddings, with the model's embedding width (``embed_dim + 1`` for Lorentz points)."""
+    width = model.geometry.lift(torch.zeros(1, model.embed_dim, device=device)).shape[-1]
+    return torch.zeros(0, width, device=device)
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ from manifolds import Geometry, geometry_spec
 from manifolds.precision import autocast_off, upcast
 
 from .config import ModelConfig
+from .distributed import World, gather_with_grad
 from .losses import entailment_rows, info_nce_rows
 from .towers import build_text_tower, build_vision_tower
 
@@ -189,15 +190,18 @@ class ImageTextModel(nn.Module):
         ).mean()
 
     def pretraining_loss(self, images: torch.Tensor, tokens: torch.Tensor, *,
-                         entailment_weight: float | None = None) -> dict:
+                         entailment_weight: float | None = None, world: World | None = None) -> dict:
         """MERU: contrastive + 0.2 × entailment; CLIP: contrastive (``entailment_weight = 0``).
 
         ``entailment_weight`` overrides the config's weight for this call (pretraining warms it up
-        from 0, see ``benchmarks.pretrain.entailment_weight_at``). Returns a dict with ``loss`` (to
-        minimise), ``contrastive`` and, when its weight is not 0, ``entailment``."""
+        from 0, see ``benchmarks.pretrain.entailment_weight_at``). With ``world``, ``images`` and
+        ``tokens`` are this process's slice of the global batch: the embeddings of all processes
+        are gathered (with gradients) and the loss is the global batch's (:mod:`models.distributed`).
+        Returns a dict with ``loss`` (to minimise), ``contrastive`` and, when its weight is not 0,
+        ``entailment``."""
         weight = self.config.entailment_weight if entailment_weight is None else entailment_weight
-        image_embeddings = self.encode_image(images)
-        text_embeddings = self.encode_text(tokens)
+        image_embeddings = gather_with_grad(self.encode_image(images), world)
+        text_embeddings = gather_with_grad(self.encode_text(tokens), world)
         contrastive = self.contrastive_loss(image_embeddings, text_embeddings)
         losses = {"contrastive": contrastive}
         loss = contrastive

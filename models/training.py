@@ -24,6 +24,8 @@ import geoopt
 import torch
 from tqdm.auto import tqdm
 
+from .distributed import SINGLE, World, average_gradients
+
 
 def autocast(device, *, enabled: Optional[bool] = None):
     """The mixed-precision context of a training step on ``device``: bfloat16 autocast (the towers
@@ -66,7 +68,11 @@ class TrainingLoop:
         when resuming.
     ``progress``, ``description``, ``postfix``
         A tqdm bar labelled ``description``, updated every step with ``postfix(values)`` (``None``:
-        no per-step postfix; :meth:`show` sets one).
+        no per-step postfix; :meth:`show` sets one). Only rank 0 of a distributed run shows it.
+    ``world``
+        The processes of a data-parallel run (:mod:`models.distributed`): each step's gradients are
+        averaged over them before the update. The loss must be the same on every process (computed
+        from gathered embeddings); then the update is the single-process update.
 
     Use it as a context manager (or call :meth:`close`) so that the bar is closed on errors too.
     """
@@ -76,14 +82,15 @@ class TrainingLoop:
                  max_grad_norm: Optional[float] = None, check_finite: bool = True, name: str = "training",
                  total_steps: Optional[int] = None, start_step: int = 0, seconds: float = 0.0,
                  progress: bool = True, description: str = "",
-                 postfix: Optional[Callable[[dict], dict]] = loss_postfix):
+                 postfix: Optional[Callable[[dict], dict]] = loss_postfix, world: Optional[World] = None):
         self.optimizer = geoopt.optim.RiemannianAdam(parameters, lr=lr)
+        self.world = world or SINGLE
         self.device = torch.device("cpu" if device is None else device)
         self.schedule, self.mixed_precision, self.max_grad_norm = schedule, mixed_precision, max_grad_norm
         self.check_finite, self.name, self.postfix = check_finite, name, postfix
         self.steps, self.seconds = start_step, seconds
-        self.bar = tqdm(total=total_steps, initial=start_step, desc=description, disable=not progress,
-                        dynamic_ncols=True)
+        self.bar = tqdm(total=total_steps, initial=start_step, desc=description,
+                        disable=not (progress and self.world.is_main), dynamic_ncols=True)
 
     def step(self, compute_loss: Callable[[], dict]) -> dict:
         """One update: set the learning rate, compute ``compute_loss()`` (a dict of scalar tensors)
@@ -98,6 +105,7 @@ class TrainingLoop:
             parts = compute_loss()
         self.optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
+        average_gradients(self._parameters(), self.world)
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self._parameters(), self.max_grad_norm)
         self.optimizer.step()

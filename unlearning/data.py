@@ -1,7 +1,8 @@
 """What an unlearning run consumes: training pairs split into forget/retain, and a zero-shot probe.
 
-Everything here is tensors, so that ``unlearning`` does not depend on any dataset code; the
-benchmark harness builds these from its concept-labelled datasets."""
+Everything here is tensors or image sources (a tensor, or a ``torch.utils.data.Dataset`` of images
+read by data-loader workers: :mod:`models.streaming`), so that ``unlearning`` does not depend on any
+dataset code; the benchmark harness builds these from its concept-labelled datasets."""
 
 from __future__ import annotations
 
@@ -20,17 +21,19 @@ class ZeroShotProbe:
     ``targets`` index ``class_prompt_tokens``; ``forget_classes`` are the indices of the classes
     being forgotten (their macro accuracy is ``forget_accuracy``, the rest give ``retain_accuracy``)."""
 
-    images: torch.Tensor  # (n, 3, H, W) in [0, 1]
+    images: object  # image source: (n, 3, H, W) in [0, 1], or a dataset of n images
     targets: torch.Tensor  # (n,) long
     class_prompt_tokens: List[torch.Tensor]  # per class: (n_prompts, context)
     forget_classes: Sequence[int]
 
     @torch.no_grad()
-    def __call__(self, model) -> dict:
+    def __call__(self, model, *, world=None) -> dict:
+        """Forget and retain accuracy of ``model`` on the probe images (embedded in parts by the
+        processes of ``world`` when given: every process must call it then)."""
         was_training = model.training
         model.eval()
         prototypes = class_embeddings(model, self.class_prompt_tokens)
-        predictions = zero_shot_predictions(model, embed_images(model, self.images), prototypes)
+        predictions = zero_shot_predictions(model, embed_images(model, self.images, world=world), prototypes)
         model.train(was_training)
         forget = set(int(k) for k in self.forget_classes)
         retain = [k for k in range(len(self.class_prompt_tokens)) if k not in forget]
@@ -48,7 +51,7 @@ class UnlearningData:
     concepts at once); ``class_parents[k]`` is the index, in ``parent_prompt_tokens``, of the parent
     concept of class ``k`` (used by sibling mismatches and the parent-cone term)."""
 
-    images: torch.Tensor  # (n, 3, H, W)
+    images: object  # image source: (n, 3, H, W) in [0, 1], or a dataset of n images
     tokens: torch.Tensor  # (n, context)
     labels: torch.Tensor  # (n,) long
     forget: torch.Tensor  # (n,) bool
@@ -78,7 +81,11 @@ class UnlearningData:
 
 @dataclass
 class Batch:
-    """One training batch: retain and forget pairs mixed (``forget`` marks the latter)."""
+    """One training batch: retain and forget pairs mixed (``forget`` marks the latter).
+
+    ``labels``, ``forget`` and ``parents`` describe the whole (global) batch, row for row with the
+    embeddings the objective sees; ``images`` and ``tokens`` are the rows this process embeds — all
+    of them in a single process, its slice in a distributed run (:mod:`models.distributed`)."""
 
     images: torch.Tensor
     tokens: torch.Tensor

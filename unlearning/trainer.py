@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -10,6 +11,8 @@ from typing import Optional
 
 import torch
 
+from models.distributed import SINGLE, World, check_divisible, gather_with_grad
+from models.streaming import image_batches
 from models.training import TrainingLoop
 
 from .data import Batch, Embeddings, UnlearningData
@@ -32,7 +35,8 @@ def unlearn(model, data: UnlearningData, objective, *, steps: Optional[int] = No
             epochs: Optional[float] = None, lr: float = 1e-4, batch_size: int = 128,
             forget_fraction: float = 0.25, seed: int = 0, device=None, eval_every: Optional[int] = None,
             target_forget_accuracy: Optional[float] = None, progress: bool = True,
-            mixed_precision: Optional[bool] = None) -> UnlearningResult:
+            mixed_precision: Optional[bool] = None, world: Optional[World] = None,
+            workers: Optional[int] = None) -> UnlearningResult:
     """Unlearn the pairs marked ``data.forget`` from ``model`` (in place).
 
     Parameters
@@ -54,6 +58,11 @@ def unlearn(model, data: UnlearningData, objective, *, steps: Optional[int] = No
         (and at step 0); stop as soon as the forget accuracy is at most ``target_forget_accuracy``.
     mixed_precision:
         bfloat16 autocast for the towers (the geometry stays in float32); default: on for CUDA.
+    world, workers:
+        The processes of a ``torchrun`` launch (:mod:`models.distributed`): ``batch_size`` is the
+        global batch, each process embeds its slice, the objective sees the gathered batch, and the
+        run is the single-process run whatever the number of processes. ``data.images`` may be a
+        dataset of images read by ``workers`` data-loader processes (:mod:`models.streaming`).
     """
     if isinstance(objective, str):
         objective = create_objective(objective)
@@ -68,45 +77,46 @@ def unlearn(model, data: UnlearningData, objective, *, steps: Optional[int] = No
     if steps is None:
         steps = max(1, math.ceil(epochs * len(forget_pool) / forget_per_batch))
 
+    world = world or SINGLE
+    check_divisible(forget_per_batch + retain_per_batch, world.size)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
 
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    schedule = batch_schedule(forget_pool, retain_pool, steps=steps, forget_per_batch=forget_per_batch,
+                              retain_per_batch=retain_per_batch, seed=seed)
     original = None
     if objective.needs_original:
         original = copy.deepcopy(model).eval().requires_grad_(False)
     loop = TrainingLoop(model.parameters(), lr=lr, device=device, mixed_precision=mixed_precision,
                         name=f"unlearning ({objective.name})", total_steps=steps, progress=progress,
-                        description=f"unlearn {objective.name}", postfix=None)
-    sample_forget = _Cycler(forget_pool, generator)
-    sample_retain = _Cycler(retain_pool, generator)
+                        description=f"unlearn {objective.name}", postfix=None, world=world)
 
     result = UnlearningResult(steps=0, seconds=0.0, stopped_early=False, samples_per_second=0.0)
 
     def evaluate(step) -> bool:
-        metrics = {"step": step, **data.probe(model)}
+        metrics = {"step": step, **data.probe(model, world=world)}
         result.evaluations.append(metrics)
         loop.show(forget=f"{metrics['forget_accuracy']:.2f}", retain=f"{metrics['retain_accuracy']:.2f}")
         return target_forget_accuracy is not None and metrics["forget_accuracy"] <= target_forget_accuracy
 
     def loss(batch: Batch) -> dict:
-        embeddings = _embed(model, original, objective, batch, data)
+        embeddings = _embed(model, original, objective, batch, data, world)
         return objective.loss(embeddings, model.geometry, batch)
 
     evaluating = data.probe is not None and eval_every
+    local_rows = [world.shard(rows) for rows in schedule]
+    stream = image_batches(data.images, local_rows, device=device, workers=workers)
     began = time.perf_counter()  # wall clock: evaluations count too (samples_per_second)
-    with loop:
+    with loop, contextlib.closing(stream):  # closing the stream stops its data-loader workers
         if evaluating and evaluate(0):
             result.stopped_early = True
             steps = 0
-        for step in range(1, steps + 1):
+        for step, rows, mine, images in zip(range(1, steps + 1), schedule, local_rows, stream):
             model.train_with_frozen_statistics()
-            rows = torch.cat([sample_retain(retain_per_batch), sample_forget(forget_per_batch)])
-            batch = Batch(
-                images=data.images[rows], tokens=data.tokens[rows], labels=data.labels[rows],
-                forget=data.forget[rows], parents=data.class_parents[data.labels[rows]],
-            ).to(device)
+            batch = Batch(images=images, tokens=data.tokens[mine].to(device), labels=data.labels[rows].to(device),
+                          forget=data.forget[rows].to(device),
+                          parents=data.class_parents[data.labels[rows]].to(device))
             result.history.append(loop.step(lambda: loss(batch)))
             result.steps = step
             if evaluating and step % eval_every == 0 and step < steps and evaluate(step):
@@ -118,14 +128,29 @@ def unlearn(model, data: UnlearningData, objective, *, steps: Optional[int] = No
     return result
 
 
-def _embed(model, original, objective, batch: Batch, data: UnlearningData) -> Embeddings:
+def batch_schedule(forget_pool: torch.Tensor, retain_pool: torch.Tensor, *, steps: int, forget_per_batch: int,
+                   retain_per_batch: int, seed: int) -> list:
+    """The rows of every step's global batch, drawn before training: retain rows then forget rows,
+    each pool cycled without replacement and reshuffled (seeded) when exhausted. Drawn up front,
+    the batches depend on the seed alone — not on the number of processes, nor on when a data
+    loader asks for them. ``-> [(retain_per_batch + forget_per_batch,) long tensor] * steps``"""
+    generator = torch.Generator().manual_seed(seed)
+    sample_forget = _Cycler(forget_pool, generator)
+    sample_retain = _Cycler(retain_pool, generator)
+    return [torch.cat([sample_retain(retain_per_batch), sample_forget(forget_per_batch)]) for _ in range(steps)]
+
+
+def _embed(model, original, objective, batch: Batch, data: UnlearningData, world: World) -> Embeddings:
+    """The objective's view of the global batch: this process's slice embedded, every process's
+    slices gathered (with gradients) in the order of the global batch."""
     embeddings = Embeddings(
-        images=model.encode_image(batch.images), texts=model.encode_text(batch.tokens), scale=model.scale()
+        images=gather_with_grad(model.encode_image(batch.images), world),
+        texts=gather_with_grad(model.encode_text(batch.tokens), world), scale=model.scale(),
     )
     if original is not None:
         with torch.no_grad():
-            embeddings.original_images = original.encode_image(batch.images)
-            embeddings.original_texts = original.encode_text(batch.tokens)
+            embeddings.original_images = gather_with_grad(original.encode_image(batch.images), world)
+            embeddings.original_texts = gather_with_grad(original.encode_text(batch.tokens), world)
     if objective.needs_parent_prompts:
         if not data.parent_prompt_tokens:
             raise ValueError(f"objective {objective.name!r} needs parent prompts, but the data has none")

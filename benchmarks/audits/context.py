@@ -21,6 +21,7 @@ from scipy.sparse.csgraph import connected_components
 import torch
 
 from benchmarks.common import EncodedDataset
+from models.distributed import SINGLE, World
 from models.evaluation import class_embeddings, embed_images, embed_texts
 
 #: The four pair groups, in the order used by the alignment matrix.
@@ -63,12 +64,13 @@ class AuditContext:
     forget_test: np.ndarray
     retain_test: np.ndarray
     seed: int = 0
+    world: World = SINGLE  # processes that share the embedding work (every one must call embed then)
     _cache: list = field(default_factory=list, repr=False, compare=False)
 
     # ------------------------------------------------------------------------------ building
     @classmethod
     def build(cls, data: EncodedDataset, forget_concepts: Sequence[str], seed: int = 0,
-              max_pairs_per_group: Optional[int] = None) -> "AuditContext":
+              max_pairs_per_group: Optional[int] = None, world: World = SINGLE) -> "AuditContext":
         """Split ``data`` for ``forget_concepts`` (one name or several).
 
         ``max_pairs_per_group`` keeps at most that many pairs of each group, chosen at random with
@@ -92,7 +94,7 @@ class AuditContext:
             groups = {name: subsample(indices, max_pairs_per_group, seed=seed, stream=k)
                       for k, (name, indices) in enumerate(groups.items())}
         return cls(data=data, forget_concepts=forget_concepts, forget_classes=forget_classes,
-                   seed=seed, **groups)
+                   seed=seed, world=world, **groups)
 
     # ----------------------------------------------------------------------------- concepts
     @property
@@ -173,11 +175,11 @@ def embed_groups(model, context: AuditContext, groups: Sequence[str] = GROUPS, *
         images, text_embeddings, targets, match_ids = {}, {}, {}, {}
         for name in groups:
             indices = context.group(name)
-            images[name] = _embed_image_rows(model, data, indices).to(device) if len(indices) else \
-                _empty(model, device)
+            # Streamed in batches (a group of a large corpus at 224 px would not fit in memory as one
+            # tensor) and, in a distributed run, split between the processes.
+            images[name] = embed_images(model, data.image_source(indices), world=context.world)
             if texts:
-                text_embeddings[name] = embed_texts(model, data.tokens[torch.from_numpy(indices)]).to(device) \
-                    if len(indices) else _empty(model, device)
+                text_embeddings[name] = embed_texts(model, data.tokens[torch.from_numpy(indices)], world=context.world)
             targets[name] = torch.from_numpy(data.targets[indices]).to(device)
             match_ids[name] = torch.from_numpy(_match_ids(data.dataset, indices)).to(device)
         parent_tokens = [data.concept_prompt_tokens(p) for p in context.parent_concepts]
@@ -188,13 +190,6 @@ def embed_groups(model, context: AuditContext, groups: Sequence[str] = GROUPS, *
         )
     finally:
         model.train(was_training)
-
-
-def _embed_image_rows(model, data, indices: np.ndarray, *, chunk: int = 2048) -> torch.Tensor:
-    """Embeddings of the images at ``indices``, decoded ``chunk`` at a time: a whole group of a large
-    dataset at 224 px would not fit in memory as one tensor."""
-    return torch.cat([embed_images(model, data.images(indices[start:start + chunk]))
-                      for start in range(0, len(indices), chunk)])
 
 
 def _match_ids(dataset, indices: np.ndarray) -> np.ndarray:
@@ -215,9 +210,3 @@ def _match_ids(dataset, indices: np.ndarray) -> np.ndarray:
     graph = coo_matrix((np.ones(2 * n), (rows, columns)), shape=(size, size))
     _, component = connected_components(graph, directed=False)
     return np.unique(component[:n], return_inverse=True)[1].astype(np.int64)
-
-
-def _empty(model, device) -> torch.Tensor:
-    """No rows, as many columns as the model's embeddings (``embed_dim + 1`` for Lorentz points)."""
-    width = model.geometry.lift(torch.zeros(1, model.embed_dim, device=device)).shape[-1]
-    return torch.zeros(0, width, device=device)

@@ -294,6 +294,11 @@ class ConceptDataset:
         batch = torch.stack([self.load_pixels(int(i)) for i in idx])
         return batch.float().div_(255.0)
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether the images are held in memory (built-in data) rather than read from files."""
+        return self._pixels is not None
+
     def image_path(self, index: int) -> str | None:
         """The file of pair ``index`` for file-based datasets, ``None`` for in-memory data."""
         if self._image_paths is None:
