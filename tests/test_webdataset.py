@@ -90,8 +90,29 @@ def test_round_trip_from_shapes_keeps_every_field_and_pixel(tmp_path):
     assert loaded.image_path(0).endswith("shard-000000.tar:00000000.png")
 
 
+def test_converting_image_files_copies_web_formats_and_reencodes_others(tmp_path):
+    source_root = tmp_path / "files"
+    (source_root / "imgs").mkdir(parents=True)
+    (source_root / "imgs" / "a.jpg").write_bytes(_image_bytes("red", size=(30, 20)))
+    Image.new("RGB", (20, 30), COLOURS["green"]).save(source_root / "imgs" / "b.bmp")
+    (source_root / "hierarchy.json").write_text(json.dumps(ANIMALS))
+    lines = [{"image": "imgs/a.jpg", "caption": "a fox", "concepts": ["fox", "cat"], "split": "train"},
+             {"image": "imgs/b.bmp", "caption": "a dog", "concepts": ["dog"], "split": "test"}]
+    (source_root / "pairs.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    source = load_dataset(source_root, image_size=16)
+    write_webdataset(source, tmp_path / "wds", progress=False)
+    loaded = load_dataset(tmp_path / "wds", image_size=16)
+    assert [Path(loaded.image_path(i)).name for i in range(2)] == ["shard-000000.tar:00000000.jpg",
+                                                                  "shard-000000.tar:00000001.png"]
+    raw = (tmp_path / "wds" / "shard-000000.tar").read_bytes()
+    start = int(loaded.image_source.offsets[0])
+    assert raw[start:start + int(loaded.image_source.sizes[0])] == (source_root / "imgs" / "a.jpg").read_bytes()
+    assert loaded.pair_concepts == source.pair_concepts and loaded.labels == ["fox", "dog"]
+    assert all(torch.equal(loaded.load_pixels(i), source.load_pixels(i)) for i in range(2))
+
+
 def test_converter_cli_writes_a_folder_and_reports_errors_in_one_line(tmp_path, capsys):
-    out = tmp_path / "digits-wds"
+    out = tmp_path / "shapes-wds"
     assert convert_main(["shapes", str(out), "--shard-size", "7", "--no-progress",
                          "--option", "per_leaf_train=1", "--option", "per_leaf_test=0"]) == 0
     assert len(list(out.glob("*.tar"))) == 2 and len(load_dataset(out)) == 12

@@ -16,7 +16,9 @@ renamed). The layout is the one ``webdataset.py`` reads:
 - ``hierarchy.json`` and ``prompts.json`` (the templates, plus explicit prompts for every concept whose
   prompts the templates alone would not give, e.g. one with a display name).
 
-In-memory images (``shapes``, ``digits``, CIFAR) are stored as lossless PNG at their stored size;
+In-memory images (``shapes``, ``digits``, CIFAR) are stored as lossless PNG at their stored size
+(read back at that ``image_size`` they are equal pixel for pixel; at another size they differ a
+little, since in-memory images are resized by torch (bilinear) and files by PIL (bicubic));
 image files in other formats (BMP, GIF, TIFF, ...) are re-encoded as PNG (first frame, upright, RGB
 for CMYK/YCbCr). Pairs that share an image file (COCO's several captions) each get a copy: a
 WebDataset sample holds its own image. Errors are one line on stderr, exit status 2.
@@ -31,6 +33,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -155,7 +158,9 @@ def write_webdataset(dataset: ConceptDataset, out: str | os.PathLike, *, shard_s
         _write_json(tmp / HIERARCHY_FILE, dataset.hierarchy.as_dict())
         _write_json(tmp / PROMPTS_FILE, prompts_file(dataset))
         pattern = str(tmp).replace("%", "%%") + os.sep + SHARD_NAME  # a literal % in the folder's path
-        writer = ShardWriter(pattern, maxcount=shard_size, verbose=0, encoder=False)
+        # A whole-second mtime: TarWriter's default, time.time(), is a float, for which tarfile adds
+        # a PAX header (1 KiB) to every member, doubling small shards and their scan time.
+        writer = ShardWriter(pattern, maxcount=shard_size, verbose=0, encoder=False, mtime=int(time.time()))
         try:
             pairs = tqdm(range(len(dataset)), desc=f"writing {dataset.name} shards", unit="pair", disable=not progress)
             for index in pairs:

@@ -86,7 +86,8 @@ class TarMemberImages:
         self.members: list[str] = [str(m) for m in members]
         lengths = {len(self.shard_of), len(self.offsets), len(self.sizes), len(self.members)}
         if len(lengths) != 1:
-            raise DatasetError(f"TarMemberImages: shard_of, offsets, sizes and members must have one entry per image, got lengths {sorted(lengths)}")
+            raise DatasetError(f"TarMemberImages: shard_of, offsets, sizes and members must have one entry "
+                               f"per image, got lengths {sorted(lengths)}")
         if len(self.shard_of) and (self.shard_of.min() < 0 or self.shard_of.max() >= len(self.shards)):
             raise DatasetError(f"TarMemberImages: shard_of must index the {len(self.shards)} shards")
         self._start_process()
@@ -226,7 +227,8 @@ def scan_shard(shard: str | os.PathLike) -> list[dict]:
     except DatasetError:
         raise
     except tarfile.ReadError as exc:
-        raise DatasetError(f"{shard}: not a readable uncompressed tar file ({exc}); shards must be plain .tar files") from None
+        raise DatasetError(f"{shard}: not a readable uncompressed tar file ({exc}); shards must be plain "
+                           f".tar files") from None
     except OSError as exc:
         raise DatasetError(f"cannot read shard {shard!r}: {exc.strerror or exc}") from None
     except ValueError as exc:  # group_by_keys: a field repeats within one sample
@@ -350,12 +352,13 @@ def load_webdataset(path: str | os.PathLike, image_size: int = 32) -> ConceptDat
     root = Path(path)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {str(root)!r} does not exist or is not a folder")
+    needs = f"a WebDataset folder needs {SHARD_PATTERN} shards and {HIERARCHY_FILE}"
     hierarchy_path = root / HIERARCHY_FILE
     if not hierarchy_path.is_file():
-        raise DatasetError(f"missing file {str(hierarchy_path)!r}; a WebDataset folder needs {SHARD_PATTERN} shards and {HIERARCHY_FILE}")
+        raise DatasetError(f"missing file {str(hierarchy_path)!r}; {needs}")
     shards = shard_paths(root)
     if not shards:
-        raise DatasetError(f"{str(root)!r} holds no {SHARD_PATTERN} shards; a WebDataset folder needs {SHARD_PATTERN} shards and {HIERARCHY_FILE}")
+        raise DatasetError(f"{str(root)!r} holds no {SHARD_PATTERN} shards; {needs}")
     hierarchy = read_hierarchy_file(hierarchy_path)
     templates, prompts = read_prompts_file(root / PROMPTS_FILE, hierarchy)
 
@@ -367,7 +370,8 @@ def load_webdataset(path: str | os.PathLike, image_size: int = 32) -> ConceptDat
         pairs += shard_pairs
         shard_of += [shard_no] * len(shard_pairs)
     if not pairs:
-        raise DatasetError(f"{str(root)!r}: the shards hold no samples; expected <key>.jpg + <key>.txt + <key>.json members")
+        raise DatasetError(f"{str(root)!r}: the shards hold no samples; expected <key>.jpg + <key>.txt + "
+                           f"<key>.json members")
 
     images = TarMemberImages(shards, shard_of, [p.image.offset for p in pairs], [p.image.size for p in pairs],
                              [p.image.name for p in pairs])
