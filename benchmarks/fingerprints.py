@@ -35,9 +35,10 @@ def dataset_fingerprint(dataset) -> str:
     """SHA-256 of everything in a :class:`~benchmarks.datasets.ConceptDataset` that training and
     the audits read: captions, splits, labels, the concepts of every pair, the hierarchy, the
     zero-shot prompts of every concept, the image size, and the images — the pixel bytes of
-    in-memory data, and the path, size and modification time of each file of file-backed data
-    (reading every image would cost as much as training on them). The name is left out: the same
-    content under another name is the same dataset."""
+    in-memory data, the path, size and modification time of each file of file-backed data, and the
+    path, size and modification time of each file of an image source (tar shards) with where every
+    image lives in them (reading every image would cost as much as training on them). The name is
+    left out: the same content under another name is the same dataset."""
     digest = hashlib.sha256(DATASET_RECIPE.encode())
     hierarchy = dataset.hierarchy
     for part in (
@@ -61,10 +62,26 @@ def _update_with_images(digest, dataset) -> None:
         digest.update(json.dumps(list(pixels.shape)).encode())
         digest.update(np.ascontiguousarray(pixels.numpy()).data)  # a view: no copy of the pixels
         return
+    source = getattr(dataset, "image_source", None)
+    if source is not None:
+        _update_with_source(digest, source, len(dataset))
+        return
     for index in range(len(dataset)):
         path = os.path.abspath(dataset.image_path(index))
         status = os.stat(path)
         digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+
+
+def _update_with_source(digest, source, n_images: int) -> None:
+    """Hash an :class:`~benchmarks.datasets.base.ImageSource`: its files' path, size and mtime, and
+    each image's place in them (``describe``: shard and member name), never the image bytes."""
+    for path in source.files():
+        path = os.path.abspath(path)
+        status = os.stat(path)
+        digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+    digest.update(b"\0")  # the file list cannot run into the image list
+    for index in range(n_images):
+        digest.update(f"{source.describe(index)}\n".encode())
 
 
 def short(fingerprint: str | None, length: int = 12) -> str:

@@ -912,7 +912,7 @@ def test_registered_format_is_detected_and_loaded(tmp_path, format_registry):
 
 def test_imagefolder_stays_the_last_format_tried(tmp_path, format_registry):
     _register_widgets(format_registry)
-    assert list_formats() == ["folder", "cifar100", "coco", "widgets", "imagefolder"]
+    assert list_formats() == ["folder", "cifar100", "coco", "webdataset", "widgets", "imagefolder"]
     root = tmp_path / "both"
     _png(root / "cat" / "0.png", size=(8, 8))
     assert detect_format(root) == "imagefolder"
@@ -934,7 +934,7 @@ def test_duplicate_names_are_refused(format_registry):
 
 
 def test_list_formats_and_builtins():
-    assert list_formats() == ["folder", "cifar100", "coco", "imagefolder"]
+    assert list_formats() == ["folder", "cifar100", "coco", "webdataset", "imagefolder"]
     assert list_datasets() == ["digits", "shapes"] and DATASETS["digits"] is make_digits
     with pytest.raises(TypeError):
         DATASETS["mine"] = make_shapes  # a read-only view: register with register_builtin
@@ -943,7 +943,7 @@ def test_list_formats_and_builtins():
 def test_error_when_no_format_fits_names_every_format(tmp_path, format_registry):
     expected = ("expected a built-in name (digits, shapes) or a folder holding pairs.jsonl + hierarchy.json, "
                 "CIFAR-100 pickles (cifar-100-python/ with train, test, meta), COCO annotations "
-                "(captions_*.json + instances_*.json) or class sub-folders of images")
+                "(captions_*.json + instances_*.json), *.tar shards + hierarchy.json or class sub-folders of images")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("no data here")
     with pytest.raises(DatasetError) as info:
@@ -955,5 +955,5 @@ def test_error_when_no_format_fits_names_every_format(tmp_path, format_registry)
     with pytest.raises(DatasetError, match="needs a dataset name or path, got int"):
         load_dataset(3)
     _register_widgets(format_registry)
-    with pytest.raises(DatasetError, match=r"instances_\*\.json\), widgets\.txt or class sub-folders of images$"):
+    with pytest.raises(DatasetError, match=r"instances_\*\.json\), \*\.tar shards \+ hierarchy\.json, widgets\.txt or class sub-folders of images$"):
         load_dataset(tmp_path / "notes")

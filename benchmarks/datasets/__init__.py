@@ -8,7 +8,9 @@ one of these formats (auto-detected from a path, tried in the order of :func:`li
 - the project's folder format: ``pairs.jsonl`` + ``hierarchy.json`` (see ``README.md`` here);
 - CIFAR-100 python pickles (``cifar-100-python/`` with ``train``, ``test``, ``meta``);
 - COCO captions + instances annotations (``captions_*.json`` + ``instances_*.json``);
-- an ImageFolder tree (``root/<class>/*.jpg`` or ``root/{train,test}/<class>/*.jpg``).
+- an ImageFolder tree (``root/<class>/*.jpg`` or ``root/{train,test}/<class>/*.jpg``);
+- WebDataset tar shards (``*.tar`` of ``<key>.jpg`` + ``<key>.txt`` + ``<key>.json``) + ``hierarchy.json``,
+  read by index without extracting (``python -m benchmarks.datasets.to_webdataset`` writes them).
 
 Each source module registers itself (``registry.register_builtin`` / ``registry.register_format``);
 importing it below is what makes it known.
@@ -16,12 +18,13 @@ importing it below is what makes it known.
 Before training, :func:`validate_images` decodes every image file once so that a corrupt one is
 reported up front.
 
-This package imports only numpy, torch, PIL, scikit-learn and tqdm, never the model or unlearning code.
+This package imports only numpy, torch, PIL, scikit-learn, tqdm and (when shards are read or written)
+webdataset, never the model or unlearning code.
 """
 
 from __future__ import annotations
 
-from .base import ConceptDataset
+from .base import ConceptDataset, ImageSource
 from .errors import DatasetError
 from .hierarchy import ConceptHierarchy
 from .images import load_image_file
@@ -38,10 +41,12 @@ from .folder import load_folder
 from .cifar import load_cifar100
 from .coco import load_coco, load_coco_folder
 from .imagefolder import load_imagefolder
+from .webdataset import TarMemberImages, load_webdataset
 
 __all__ = [
     "ConceptDataset", "ConceptHierarchy", "DatasetError", "DATASETS", "list_datasets", "list_formats",
     "load_dataset", "register_builtin", "register_format", "detect_format", "validate_images",
     "make_shapes", "make_digits", "load_folder", "load_coco", "load_coco_folder", "load_imagefolder",
-    "load_cifar100", "shapes_hierarchy", "digits_hierarchy", "fill_template", "with_article", "load_image_file",
+    "load_webdataset", "load_cifar100", "shapes_hierarchy", "digits_hierarchy", "fill_template", "with_article",
+    "load_image_file", "ImageSource", "TarMemberImages",
 ]

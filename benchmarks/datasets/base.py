@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from typing import BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from .images import TRANSPARENT_BACKGROUND, load_image_file, resize_square
 from .text import fill_template, starts_with_vowel_sound, with_article
 
 __all__ = [
-    "SPLIT_NAMES", "ConceptDataset", "stratified_test_mask",
+    "SPLIT_NAMES", "ConceptDataset", "ImageSource", "stratified_test_mask",
     # Defined in the modules above; kept importable from here for callers of the unsplit module.
     "DatasetError", "ConceptHierarchy", "TRANSPARENT_BACKGROUND", "load_image_file", "resize_square",
     "fill_template", "starts_with_vowel_sound", "with_article",
@@ -49,6 +50,30 @@ def stratified_test_mask(classes: np.ndarray, test_share: float, rng: np.random.
             n_test = min(max(n_test, 1), len(members) - 1)
         is_test[rng.permutation(members)[:n_test]] = True
     return is_test
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """Encoded images stored somewhere other than one file per pair (e.g. members of tar shards).
+
+    What :class:`ConceptDataset` takes as ``image_source=``: image ``i`` belongs to pair ``i``.
+    Data loaders call :meth:`open` from worker processes (forked on Linux, spawned elsewhere), so
+    a source must be picklable and must open its OS file handles lazily in each process, never
+    sharing one open handle between processes.
+    """
+
+    def __len__(self) -> int:
+        """The number of images (one per pair)."""
+
+    def open(self, index: int) -> BinaryIO:
+        """A readable binary file object holding the encoded image ``index`` (JPEG, PNG, ...)."""
+
+    def describe(self, index: int) -> str:
+        """Where image ``index`` lives, e.g. ``"/data/shard-000001.tar:abc.jpg"``: names it in
+        error messages and identifies it (pairs with the same description share an image)."""
+
+    def files(self) -> list[str]:
+        """The files the images are read from; fingerprints use their path, size and mtime."""
 
 
 def _check_image_size(image_size) -> int:
@@ -81,7 +106,10 @@ class ConceptDataset:
     image_paths:
         File-based data: one image path per pair, read with PIL when an image is asked for (never
         cached: see :meth:`load_pixels`).
-        Exactly one of ``pixels`` and ``image_paths`` must be given.
+    image_source:
+        Images stored elsewhere (e.g. members of tar shards): an :class:`ImageSource` holding one
+        encoded image per pair, decoded like files when asked for.
+        Exactly one of ``pixels``, ``image_paths`` and ``image_source`` must be given.
     pair_concepts:
         The concepts each pair depicts beyond its label (e.g. several objects in one photo); the
         stored value is always closed under ancestors and contains the label. Defaults to the
@@ -105,6 +133,7 @@ class ConceptDataset:
         *,
         pixels: torch.Tensor | None = None,
         image_paths: Sequence[str] | None = None,
+        image_source: ImageSource | None = None,
         pair_concepts: Sequence[Iterable[str]] | None = None,
         templates: Sequence[str] = ("a {}.", "a photo of a {}."),
         prompts: Mapping[str, Sequence[str]] | None = None,
@@ -119,8 +148,10 @@ class ConceptDataset:
         self.labels: list[str] = self._checked_labels(labels)
         self.splits: np.ndarray = self._checked_splits(splits)
         self.pair_concepts: list[frozenset[str]] = self._closed_concept_sets(pair_concepts)
-        self._pixels: torch.Tensor | None = self._checked_pixels(pixels, image_paths)
-        self._image_paths: list[str] | None = self._checked_paths(pixels, image_paths)
+        self._check_one_image_store(pixels, image_paths, image_source)
+        self._pixels: torch.Tensor | None = self._checked_pixels(pixels)
+        self._image_paths: list[str] | None = self._checked_paths(image_paths)
+        self._image_source: ImageSource | None = self._checked_source(image_source)
         self.templates: list[str] = self._checked_templates(templates)
         self.explicit_prompts: dict[str, list[str]] = self._checked_prompts(prompts)
         self._display_names = dict(display_names or {})
@@ -180,10 +211,17 @@ class ConceptDataset:
             sets.append(closed[key])
         return sets
 
-    def _checked_pixels(self, pixels: torch.Tensor | None, image_paths: Sequence[str] | None) -> torch.Tensor | None:
+    def _check_one_image_store(self, pixels, image_paths, image_source) -> None:
+        """Exactly one of the three ways to hold images is given."""
+        given = [store for store in (pixels, image_paths, image_source) if store is not None]
+        if len(given) != 1:
+            raise DatasetError(
+                f"{self.name}: give exactly one of pixels (a uint8 tensor), image_paths (one file per "
+                f"pair) or image_source (an ImageSource), got {len(given)}"
+            )
+
+    def _checked_pixels(self, pixels: torch.Tensor | None) -> torch.Tensor | None:
         """The in-memory images, ``(n, 3, s, s)`` uint8; ``None`` for file-based data."""
-        if (pixels is None) == (image_paths is None):
-            raise DatasetError(f"{self.name}: give exactly one of pixels (a uint8 tensor) or image_paths (one file per pair)")
         if pixels is None:
             return None
         if not isinstance(pixels, torch.Tensor) or pixels.dtype != torch.uint8 or pixels.ndim != 4 \
@@ -196,14 +234,27 @@ class ConceptDataset:
             raise DatasetError(f"{self.name}: {len(self.captions)} captions but {pixels.shape[0]} images")
         return pixels.contiguous()
 
-    def _checked_paths(self, pixels: torch.Tensor | None, image_paths: Sequence[str] | None) -> list[str] | None:
-        """One image file per caption; ``None`` for in-memory data (``pixels`` given)."""
-        if pixels is not None:
+    def _checked_paths(self, image_paths: Sequence[str] | None) -> list[str] | None:
+        """One image file per caption; ``None`` for other data."""
+        if image_paths is None:
             return None
-        paths = [os.fspath(p) for p in image_paths]  # type: ignore[union-attr]
+        paths = [os.fspath(p) for p in image_paths]
         if len(paths) != len(self.captions):
             raise DatasetError(f"{self.name}: {len(self.captions)} captions but {len(paths)} image paths")
         return paths
+
+    def _checked_source(self, image_source: ImageSource | None) -> ImageSource | None:
+        """An :class:`ImageSource` with one image per caption; ``None`` for other data."""
+        if image_source is None:
+            return None
+        if not isinstance(image_source, ImageSource):
+            raise DatasetError(
+                f"{self.name}: image_source must have __len__, open, describe and files (an "
+                f"ImageSource), got {type(image_source).__name__}"
+            )
+        if len(image_source) != len(self.captions):
+            raise DatasetError(f"{self.name}: {len(self.captions)} captions but {len(image_source)} images in the image source")
+        return image_source
 
     def _checked_templates(self, templates: Sequence[str]) -> list[str]:
         """At least one prompt template, each with a ``{}`` for the concept name."""
@@ -278,7 +329,12 @@ class ConceptDataset:
         if self._pixels is not None:
             return (resize_square(self._pixels[index:index + 1], self.image_size)[0]
                     .mul_(255.0).round_().to(torch.uint8))
-        return load_image_file(self._image_paths[index], self.image_size).mul_(255.0).round_().to(torch.uint8)
+        if self._image_source is not None:
+            with self._image_source.open(index) as file:
+                image = load_image_file(file, self.image_size, name=self._image_source.describe(index))
+        else:
+            image = load_image_file(self._image_paths[index], self.image_size)
+        return image.mul_(255.0).round_().to(torch.uint8)
 
     def images(self, indices) -> torch.Tensor:
         """Images of the given pairs as a float tensor ``(n, 3, image_size, image_size)`` in [0, 1].
@@ -300,10 +356,25 @@ class ConceptDataset:
         return self._pixels is not None
 
     def image_path(self, index: int) -> str | None:
-        """The file of pair ``index`` for file-based datasets, ``None`` for in-memory data."""
+        """The file of pair ``index`` for file-based datasets, where its image lives for an image
+        source (``"shard.tar:key.jpg"``: see :meth:`ImageSource.describe`), ``None`` for in-memory
+        data. Pairs with the same value share an image."""
+        if self._image_source is not None:
+            return self._image_source.describe(int(index))
         if self._image_paths is None:
             return None
         return self._image_paths[int(index)]
+
+    @property
+    def pixels(self) -> torch.Tensor | None:
+        """The in-memory images as stored, uint8 ``(n, 3, s, s)`` (``s`` may differ from
+        ``image_size``); ``None`` for file-based data and image sources."""
+        return self._pixels
+
+    @property
+    def image_source(self) -> ImageSource | None:
+        """The :class:`ImageSource` the images are read from, ``None`` for other data."""
+        return self._image_source
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         """``(image (3, s, s), caption)`` of one pair."""

@@ -7,6 +7,9 @@ first frame. PIL is imported only when a file is decoded, so built-in data never
 
 from __future__ import annotations
 
+import os
+from typing import BinaryIO
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -79,8 +82,12 @@ def _centre_square(img, image_size: int):
     return img.crop((left, top, left + image_size, top + image_size))
 
 
-def load_image_file(path: str, image_size: int) -> torch.Tensor:
+def load_image_file(path: str | os.PathLike | BinaryIO, image_size: int, *, name: str | None = None) -> torch.Tensor:
     """Decode an image file as a float tensor ``(3, image_size, image_size)`` in [0, 1].
+
+    ``path`` is a file path or a readable binary file object positioned at the encoded image (a
+    member of a tar shard, ...); ``name`` says what it is in error messages (default: the path, or
+    the file object's ``name``).
 
     Every PIL mode is mapped to RGB by what its values mean:
 
@@ -97,15 +104,17 @@ def load_image_file(path: str, image_size: int) -> torch.Tensor:
     """
     from PIL import Image, ImageOps  # local import: PIL is only needed for file-based datasets
 
+    if name is None:
+        name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(getattr(path, "name", "<file object>"))
     try:
         with Image.open(path) as source:  # positioned at the first frame
             source.draft(None, (image_size, image_size))  # JPEG: decode at a reduced scale, >= the size
             upright = ImageOps.exif_transpose(source)
             img = _centre_square(_rgb_or_unit_grey(upright, _declared_bits(source)), image_size)
     except FileNotFoundError:
-        raise DatasetError(f"image file {path!r} does not exist") from None
+        raise DatasetError(f"image file {name!r} does not exist") from None
     except Exception as exc:  # corrupt files make PIL raise OSError, SyntaxError, ValueError, struct.error, ...
-        raise DatasetError(f"cannot decode image file {path!r}: {type(exc).__name__}: {exc}") from None
+        raise DatasetError(f"cannot decode image file {name!r}: {type(exc).__name__}: {exc}") from None
     if img.mode == "RGB":
         array = np.asarray(img, dtype=np.float32) / 255.0
     else:  # unit-range greyscale; bicubic resizing overshoots [0, 1] next to sharp edges
