@@ -52,7 +52,9 @@ benchmarks.pretrain --geometry lorentz --dataset shapes --steps 20`` as a subpro
 limit; ``status`` is ``passed``, ``failed`` (exit status and the end of its output recorded) or
 ``timed out``; ``skipped`` with one device.
 
-``elapsed_seconds``: wall time of the whole check, printed last.
+``check_seconds``: wall time of each check; ``elapsed_seconds``: of the whole command (printed last,
+against ``--time-budget``). ``passed``: every agreement check passed and no check raised (a check
+that raises is recorded as ``{"error": ...}``; the others still run).
 """
 
 from __future__ import annotations
@@ -543,6 +545,7 @@ def run_checks(args, device: torch.device) -> dict:
     report["check_seconds"] = {}
     for name, check in checks.items():
         began = time.perf_counter()
+        tell(f"gpu_check: {name.replace('_', ' ')} ...")
         try:
             report[name] = check()
         except Exception as error:  # noqa: BLE001  (one broken check must not lose the others' numbers)
