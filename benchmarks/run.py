@@ -77,6 +77,7 @@ CONFIG_FIELDS = {
                            _show_fingerprints),
     "runs": ("the planned runs differ (--geometry, --method, --forget, --seeds, --scaling or --ablation)", None),
     "steps": ("--steps differs", json.dumps),
+    "batch_size": ("--batch-size differs", json.dumps),
     "early_stop": ("--no-early-stop differs", json.dumps),
 }
 
@@ -117,6 +118,9 @@ def parse_args(argv=None):
     parser.add_argument("--ablation", action="store_true",
                         help="HAC with each component off, AC on MERU and AC on CLIP")
     parser.add_argument("--steps", type=int, default=None, help="override the unlearning steps of every method")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+                        help="override the unlearning batch of every method: the global batch, whatever the "
+                        "number of processes (default: each method's own, 128)")
     parser.add_argument("--no-early-stop", action="store_true",
                         help="run every step instead of stopping once the forget concepts are forgotten")
     parser.add_argument("--lock-timeout", type=float, default=None, metavar="SECONDS",
@@ -247,6 +251,8 @@ def plan(args, data: EncodedDataset) -> list:
         raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    if args.batch_size is not None and args.batch_size < 2:
+        raise UsageError(f"--batch-size must be at least 2 (a retain and a forget pair), got {args.batch_size}")
     if args.ablation and (args.method or args.scaling or args.checkpoint):
         raise UsageError("--ablation runs its own methods on both default models; drop --method, --scaling "
                          "and --checkpoint")
@@ -308,6 +314,7 @@ def experiment_config(args, data: EncodedDataset, specs: list, fingerprints: dic
         "model_fingerprints": fingerprints,
         "runs": sorted(spec.key for spec in specs),
         "steps": args.steps,
+        "batch_size": args.batch_size,
         "early_stop": not args.no_early_stop,
     }
 
@@ -535,8 +542,10 @@ class Workbench:
         return self.audits_before[key]
 
     def trainer_overrides(self) -> dict:
-        """The trainer settings the command line overrides (--steps, --no-early-stop)."""
+        """The trainer settings the command line overrides (--steps, --batch-size, --no-early-stop)."""
         overrides = {"steps": self.args.steps} if self.args.steps is not None else {}
+        if self.args.batch_size is not None:
+            overrides["batch_size"] = self.args.batch_size
         if self.args.no_early_stop:
             overrides["target_forget_accuracy"] = None
         return overrides

@@ -44,13 +44,13 @@ def _perturbed(model, scale: float, seed: int):
     return model
 
 
-@pytest.mark.parametrize("seed,perturbation", [(1, 0.0), (3, 0.0), (0, 0.02)],
-                         ids=["seed1", "seed3", "seed0-perturbed"])
+@pytest.mark.parametrize("seed,perturbation", [(3, 0.0), (0, 0.02)], ids=["seed3", "seed0-perturbed"])
 def test_meru_pretraining_learns_on_every_seed_and_perturbation(pretrained_cache, seed, perturbation):
-    """MERU learns whatever the seed or the rounding: on top of the fixture's seed 0, two more seeds
-    and seed 0 with its initial weights perturbed by 2% all end well above chance (1/12). Before
-    the entailment warm-up and the step size of 1e-3, seed 0 stayed at 9% on some CPUs and seed 3
-    at 8% (docs/SPEC.md section 2)."""
+    """MERU learns whatever the seed or the rounding: on top of the fixture's seed 0, seed 3 and
+    seed 0 with its initial weights perturbed by 2% both end well above chance (1/12). Before the
+    entailment warm-up and the step size of 1e-3, seed 0 stayed at 9% on some CPUs and seed 3 at
+    8% (docs/SPEC.md section 2). (Seed 1, 74.9% when measured, is left out to keep CI's budget:
+    each case is 600 steps; at 300 steps seed 3 is still at chance, so the runs cannot be shorter.)"""
     import benchmarks.pretrain as pretrain_module
 
     _, data, _ = pretrained_cache

@@ -21,8 +21,13 @@ import torch
 
 from models.distributed import World, check_divisible, shard_range
 
+from test_fault_injection import write_dataset  # four colours, 64 PNG files: images stream from disk
+
 STEPS, BATCH = 20, 32
-PRETRAIN = ["-m", "benchmarks.pretrain", "--geometry", "lorentz", "--dataset", "shapes", "--steps", str(STEPS),
+
+
+def _pretrain_args(dataset: Path) -> list:
+    return ["-m", "benchmarks.pretrain", "--geometry", "lorentz", "--dataset", str(dataset), "--steps", str(STEPS),
             "--batch-size", str(BATCH), "--no-progress"]
 
 
@@ -58,13 +63,20 @@ def _assert_close(single: list, distributed: list, *, rtol: float = 1e-5) -> Non
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
+def dataset(tmp_path_factory) -> Path:
+    """A folder dataset of image files: the data loaders' worker processes decode them (one per
+    process under torchrun here, two in the single process: the results must not care)."""
+    return write_dataset(tmp_path_factory.mktemp("colours") / "colours")
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, dataset):
     """The same 20-step pretraining with 1 and with 2 processes: ``{processes: checkpoint}``."""
     root = tmp_path_factory.mktemp("distributed")
     files = {}
     for processes in (1, 2):
         files[processes] = root / f"meru-{processes}.pt"
-        _run([*PRETRAIN, "--out", str(files[processes])], processes, cwd=root)
+        _run([*_pretrain_args(dataset), "--out", str(files[processes])], processes, cwd=root)
     return files
 
 
@@ -79,12 +91,12 @@ def test_two_process_pretraining_is_the_single_process_run(pretrained):
     # to the step size in that weight; the losses above are what the run computes from them.)
 
 
-def test_two_process_hac_unlearning_gives_the_same_losses_and_audit(pretrained, tmp_path):
+def test_two_process_hac_unlearning_gives_the_same_losses_and_audit(pretrained, dataset, tmp_path):
     records = {}
     for processes in (1, 2):
         out = tmp_path / f"run-{processes}"
         _run(["-m", "benchmarks.run", "--geometry", "lorentz", "--checkpoint", str(pretrained[1]),
-              "--forget", "triangle", "--steps", str(STEPS), "--no-early-stop", "--no-figures", "--no-progress",
+              "--dataset", str(dataset), "--forget", "red", "--steps", str(STEPS), "--no-early-stop", "--no-figures", "--no-progress",
               "--out", str(out)], processes, cwd=tmp_path)
         lines = (out / "results.jsonl").read_text().splitlines()
         assert len(lines) == 1
@@ -105,9 +117,10 @@ def test_two_process_hac_unlearning_gives_the_same_losses_and_audit(pretrained, 
                 assert other == pytest.approx(value, rel=1e-4, abs=1e-5), f"{phase} {name}"
 
 
-def test_a_killed_two_process_pretraining_resumes_to_the_same_run(pretrained, tmp_path):
+def test_a_killed_two_process_pretraining_resumes_to_the_same_run(pretrained, dataset, tmp_path):
     out = tmp_path / "killed.pt"
-    command = _command([*PRETRAIN, "--checkpoint-every", "5", "--out", str(out)], 2)
+    arguments = [*_pretrain_args(dataset), "--checkpoint-every", "5", "--out", str(out)]
+    command = _command(arguments, 2)
     process = subprocess.Popen(command, cwd=tmp_path, env=_environment(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
@@ -117,7 +130,7 @@ def test_a_killed_two_process_pretraining_resumes_to_the_same_run(pretrained, tm
     process.wait()
     assert out.exists(), "no checkpoint was written before the kill"
     interrupted_at = torch.load(out, map_location="cpu", weights_only=False)["train_state"]["step"]
-    _run([*PRETRAIN, "--checkpoint-every", "5", "--out", str(out)], 2, cwd=tmp_path)
+    _run(arguments, 2, cwd=tmp_path)
     state = torch.load(out, map_location="cpu", weights_only=False)["train_state"]
     assert state["finished"] and 0 < interrupted_at <= STEPS
     _assert_close(_history(pretrained[1]), state["history"])

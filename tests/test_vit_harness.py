@@ -8,14 +8,11 @@ the same towers without MERU's curvature and feature scales (``clip-vit-s`` has 
 checked on the meta device). No ``--model`` is passed: the harness tells the size from the weights.
 
 Cost. On one CPU thread an image-text pair costs about 0.5 s forward and 1.5 s forward + backward
-through both towers, and one optimiser step over the 85 M parameters about 4 s. Two settings of
-the harness have no command-line option and would each take far beyond CI's budget, so they are
-bounded here as tests/test_harness_reliability.py bounds them (each record shows the values used):
-
-- the unlearning batch (``TrainerDefaults.batch_size``: 128 pairs a step, drawn with repetition
-  from however few there are; about 4 minutes a step here): 2 pairs (1 forget, 1 retain);
-- the relearning attack (25 full-batch steps on up to 16 + 16 pairs, run before and after
-  unlearning; about 20 minutes a call here): 1 step on 1 + 1 pairs.
+through both towers, and one optimiser step over the 85 M parameters about 4 s. The unlearning
+batch (128 pairs by default, about 4 minutes a step here) is set to 2 pairs (1 forget, 1 retain)
+with ``--batch-size``; the relearning attack (25 full-batch steps on up to 16 + 16 pairs, before and
+after unlearning, about 20 minutes a call here), which has no command-line option, is bounded as
+tests/test_harness_reliability.py bounds it: 1 step on 1 + 1 pairs.
 
 Everything else is the harness as a user runs it, with ``--steps 1`` and a dataset of 8 pairs.
 """
@@ -31,7 +28,6 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-import benchmarks.experiment as experiment
 import models
 from benchmarks import run
 from benchmarks.audits import AUDIT_FAMILIES, audit_relearn, headline_columns
@@ -166,10 +162,8 @@ def dataset_folder(tmp_path_factory):
 
 @pytest.fixture
 def bounded_costs(monkeypatch):
-    """The two settings without a command-line option (see the module docstring), made small."""
-    trainer_settings = experiment.trainer_settings
-    monkeypatch.setattr(experiment, "trainer_settings", lambda method, count: {
-        **trainer_settings(method, count), "batch_size": UNLEARNING_BATCH})
+    """The relearning attack's length, which has no command-line option, made small (the
+    unlearning batch is set with --batch-size)."""
     monkeypatch.setitem(AUDIT_FAMILIES, "relearn", functools.partial(audit_relearn, steps=1, n_forget=1))
 
 
@@ -215,7 +209,8 @@ def check_audits(metrics: dict, geometry: str) -> None:
 
 def run_harness(path, dataset, out, geometry: str, *extra) -> int:
     return run.main(["--geometry", geometry, "--checkpoint", str(path), "--dataset", str(dataset),
-                     "--forget", FORGET, "--steps", "1", "--no-early-stop", "--device", "cpu",
+                     "--forget", FORGET, "--steps", "1", "--batch-size", str(UNLEARNING_BATCH), "--no-early-stop",
+                     "--device", "cpu",
                      "--out", str(out), "--no-progress", *extra])
 
 
