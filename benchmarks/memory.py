@@ -8,9 +8,9 @@ For each size it writes a folder dataset (our format: ``pairs.jsonl`` + ``hierar
 files, images from the ``shapes`` generator at ``--image-size`` pixels, kept between invocations),
 pretrains one small model on the smallest (``--pretrain-steps``), then runs, each in its own process
 and one after the other, ``python -m benchmarks.pretrain`` and ``python -m benchmarks.run
---checkpoint`` on every dataset, and prints the peak resident memory of each process (its data-loader
-workers included: Linux reports the largest of a process and its waited-for children) with its
-ratio to the smallest dataset's, and the pretraining's data-loading wait per step next to its step
+--checkpoint`` on every dataset, and prints the peak resident memory of each command's main process
+(``VmHWM``; the data-loader workers each hold a batch or two of images) with its ratio to the
+smallest dataset's, and the pretraining's data-loading wait per step next to its step
 time. Nothing is timed in a test: this is a measurement to read, not a pass/fail check.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -51,21 +50,41 @@ def write_folder_dataset(root: Path, pairs: int, *, image_size: int, seed: int =
         lines.append(json.dumps({"image": name, "caption": dataset.captions[index],
                                  "concepts": [dataset.labels[index]], "split": str(dataset.splits[index])}))
     write_json(root / "hierarchy.json", dataset.hierarchy.as_dict())
-    write_json(root / "prompts.json", {c: dataset.prompts(c) for c in dataset.hierarchy.concepts()})
+    write_json(root / "prompts.json", {"prompts": {c: dataset.prompts(c) for c in dataset.hierarchy.concepts()}})
     atomic_write_text(root / "pairs.jsonl", "\n".join(lines) + "\n")
     return root
 
 
-def measured(command: list, *, log: Path) -> dict:
-    """Run ``command`` (output to ``log``); its wall time and peak resident memory (MiB) as the
-    kernel reports it when the process is reaped (the largest of it and its data-loader workers)."""
+def peak_resident_mib(pid: int) -> float | None:
+    """The high-water mark of ``pid``'s resident memory (``VmHWM``), in MiB; ``None`` once it is gone.
+
+    Read from ``/proc`` rather than from ``wait4``'s ``ru_maxrss``: the latter keeps the high-water
+    mark the process had before ``exec`` — this parent's size at the fork — so a child of a large
+    parent would report the parent's memory."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def measured(command: list, *, log: Path, every: float = 0.2) -> dict:
+    """Run ``command`` (output to ``log``); its wall time and the peak resident memory of its main
+    process (MiB), polled every ``every`` seconds while it runs (the mark only grows, so the last
+    reading before it exits is the peak up to then)."""
     began = time.perf_counter()
+    peak = 0.0
     with open(log, "w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+        while process.poll() is None:
+            peak = max(peak, peak_resident_mib(process.pid) or 0.0)
+            time.sleep(every)
+    if process.returncode != 0:
         raise SystemExit(f"command failed: {' '.join(command)}; see {log}")
-    return {"seconds": round(time.perf_counter() - began, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
+    return {"seconds": round(time.perf_counter() - began, 1), "peak_rss_mib": round(peak, 1)}
 
 
 def parse_args(argv=None):
