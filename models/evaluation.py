@@ -11,17 +11,19 @@ from .streaming import chunks, image_batches
 
 
 @torch.no_grad()
-def embed_images(model, images, *, batch_size: int = 512, workers: int | None = None,
+def embed_images(model, images, *, rows=None, batch_size: int = 512, workers: int | None = None,
                  world: World | None = None) -> torch.Tensor:
     """Embeddings of an image source (a tensor ``(n, 3, H, W)`` in ``[0, 1]`` or a dataset of images,
-    see :mod:`models.streaming`) on the model's device, in batches. ``-> (n, D)``.
+    see :mod:`models.streaming`) on the model's device, in batches. ``-> (n, D)``; with ``rows``
+    (indices into ``images``), of those images only, in that order ``-> (len(rows), D)``.
 
     With ``world`` (several processes, all calling this with the same ``images``), each process
-    embeds its own contiguous part and the parts are gathered: every process gets all ``n`` rows."""
+    embeds its own contiguous part and the parts are gathered: every process gets all the rows."""
     device = next(model.parameters()).device
     world = world or SINGLE
-    part = shard_range(len(images), world)
-    batches = chunks(part.stop - part.start, batch_size, start=part.start)
+    rows = torch.arange(len(images)) if rows is None else torch.as_tensor(rows, dtype=torch.long)
+    part = shard_range(len(rows), world)
+    batches = [rows[chunk.start:chunk.stop] for chunk in chunks(part.stop - part.start, batch_size, start=part.start)]
     embedded = [model.encode_image(chunk).float() for chunk in image_batches(images, batches, device=device,
                                                                                   workers=workers)]
     local = torch.cat(embedded) if embedded else _no_rows(model, device)

@@ -68,7 +68,7 @@ def _lorentz_embeddings(seed=0, n=6, scale=5.0):
     u = geometry.lift(0.8 * torch.randn(n, 3, generator=generator, dtype=torch.float64))
     v = geometry.lift(0.8 * torch.randn(n, 3, generator=generator, dtype=torch.float64))
     return geometry, Embeddings(images=u, texts=v, scale=torch.tensor(scale, dtype=torch.float64),
-                                original_images=u.clone(), original_texts=v.clone())
+                                original_image_distances=geometry.dist0(u), original_text_distances=geometry.dist0(v))
 
 
 def test_hac_without_entailment_and_norm_terms_equals_ac_on_the_same_model():
@@ -84,7 +84,7 @@ def test_hac_without_entailment_and_norm_terms_equals_ac_on_the_same_model():
 
 def test_hac_adds_the_weighted_entailment_and_norm_terms_to_ac():
     geometry, embeddings = _lorentz_embeddings()
-    embeddings.original_images = geometry.lift(0.5 * embeddings.images[:, 1:])  # moved: NR > 0
+    embeddings.original_image_distances = geometry.dist0(geometry.lift(0.5 * embeddings.images[:, 1:]))  # moved: NR > 0
     batch = _batch([0, 1, 2, 3, 4, 5], [False, False, False, False, True, True], parents=[0, 0, 1, 1, 2, 2])
     options = dict(entailment_weight=0.5, norm_weight=2.0, own_cone_weight=1.5, retain_entailment_weight=0.25,
                    cone_margin=3.0)  # a wide margin: the forget rows sit inside the hinge
@@ -104,8 +104,8 @@ def test_norm_regularisation_is_zero_for_the_unchanged_model_and_matches_hand_va
     geometry, embeddings = _lorentz_embeddings()
     assert terms.norm_regularisation(embeddings, geometry).item() == 0.0
     moved = Embeddings(images=embeddings.images, texts=embeddings.texts, scale=embeddings.scale,
-                       original_images=geometry.lift(torch.zeros(6, 3, dtype=torch.float64)),
-                       original_texts=embeddings.texts)
+                       original_image_distances=torch.zeros(6, dtype=torch.float64),
+                       original_text_distances=geometry.dist0(embeddings.texts))
     expected = geometry.dist0(embeddings.images).pow(2).mean().item()  # origin has d0 = 0
     assert terms.norm_regularisation(moved, geometry).item() == pytest.approx(expected, rel=1e-12)
 
@@ -213,3 +213,30 @@ def test_objectives_carry_their_trainer_defaults_and_none_are_borrowed():
             unlearning.trainer_defaults("untuned-test")
     finally:
         registry._OBJECTIVES.pop("untuned-test")
+
+
+def test_hac_with_original_distances_computed_once_equals_a_frozen_copy_embedding_every_batch():
+    """The trainer's one pass over the pairs before training (``original_distances``) gives the
+    norm term exactly what a frozen copy of the model would give on each batch."""
+    import copy
+
+    import models
+    from unlearning.trainer import original_distances
+
+    torch.manual_seed(0)
+    model = models.create_model("meru-tiny").eval()
+    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(10, 3, 32, 32, generator=generator)
+    tokens = torch.randint(1, 400, (10, model.context_length), generator=generator)
+    tokens[:, -1] = 49407  # end of text
+    data = unlearning.UnlearningData(images=images, tokens=tokens, labels=torch.arange(10) % 3,
+                                     forget=torch.arange(10) < 3, class_parents=torch.zeros(3, dtype=torch.long))
+    rows = torch.tensor([7, 2, 5, 0])
+    table = original_distances(model, data, rows.unique())
+    assert torch.isnan(table[:, [1, 3]]).all()  # pairs never drawn are not embedded
+    frozen = copy.deepcopy(model).requires_grad_(False)
+    with torch.no_grad():
+        expected_images = model.geometry.dist0(frozen.encode_image(images[rows]))
+        expected_texts = model.geometry.dist0(frozen.encode_text(tokens[rows]))
+    torch.testing.assert_close(table[0, rows], expected_images, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(table[1, rows], expected_texts, rtol=1e-5, atol=1e-6)

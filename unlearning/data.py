@@ -92,19 +92,23 @@ class Batch:
     labels: torch.Tensor
     forget: torch.Tensor  # (n,) bool
     parents: torch.Tensor  # (n,) parent index of each pair's class
+    rows: Optional[torch.Tensor] = None  # (n,) each pair's row in the UnlearningData
 
     def to(self, device) -> "Batch":
-        return Batch(*(t.to(device) for t in (self.images, self.tokens, self.labels, self.forget, self.parents)))
+        moved = (t if t is None else t.to(device) for t in (self.images, self.tokens, self.labels, self.forget,
+                                                            self.parents, self.rows))
+        return Batch(*moved)
 
 
 @dataclass
 class Embeddings:
-    """What objectives see: the batch embedded by the model being unlearned (and, when an objective
-    asks for it, by the frozen original model), plus the contrastive scale ``s``."""
+    """What objectives see: the batch embedded by the model being unlearned, the contrastive scale
+    ``s`` and, when an objective asks for them (``needs_original``), each pair's distances to the
+    origin under the original model, before unlearning — computed once per run, not per step."""
 
     images: torch.Tensor  # (n, D)
     texts: torch.Tensor  # (n, D)
     scale: torch.Tensor  # ()
-    original_images: Optional[torch.Tensor] = None
-    original_texts: Optional[torch.Tensor] = None
+    original_image_distances: Optional[torch.Tensor] = None  # (n,): d(O, u_i) before unlearning
+    original_text_distances: Optional[torch.Tensor] = None  # (n,): d(O, v_i) before unlearning
     parent_prompts: Optional[torch.Tensor] = None  # (n, D): the parent concept's prompt embedding per pair

@@ -18,7 +18,7 @@ from ..mismatch import mismatched_targets
 class Objective:
     """Base of all objectives: class-level requirements and the geometry check."""
 
-    needs_original = False  # embed the batch with the frozen original model as well
+    needs_original = False  # each pair's distances to the origin under the model before unlearning
     needs_parent_prompts = False  # embed each pair's parent-concept prompts
     requires_hyperbolic = False
 
@@ -91,7 +91,8 @@ def retain_entailment(embeddings: Embeddings, geometry, batch: Batch) -> torch.T
 
 
 def norm_regularisation(embeddings: Embeddings, geometry) -> torch.Tensor:
-    r""":math:`\operatorname{mean}_i (d(O, u_i) - d(O, u_i^{orig}))^2` + the same for the texts."""
-    image_term = (geometry.dist0(embeddings.images) - geometry.dist0(embeddings.original_images)).pow(2).mean()
-    text_term = (geometry.dist0(embeddings.texts) - geometry.dist0(embeddings.original_texts)).pow(2).mean()
+    r""":math:`\operatorname{mean}_i (d(O, u_i) - d(O, u_i^{orig}))^2` + the same for the texts; the
+    original distances come with the embeddings (computed once per run by the trainer)."""
+    image_term = (geometry.dist0(embeddings.images) - embeddings.original_image_distances).pow(2).mean()
+    text_term = (geometry.dist0(embeddings.texts) - embeddings.original_text_distances).pow(2).mean()
     return image_term + text_term
