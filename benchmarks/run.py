@@ -539,6 +539,8 @@ class Workbench:
         key = (spec.geometry, spec.forget, spec.seed)
         if key not in self.audits_before:
             self.audits_before[key] = run_audits(self.base(spec.geometry), self.context(spec))
+            if self.world.is_main:
+                warn_if_not_known(spec, self.audits_before[key])
         return self.audits_before[key]
 
     def trainer_overrides(self) -> dict:
@@ -549,6 +551,21 @@ class Workbench:
         if self.args.no_early_stop:
             overrides["target_forget_accuracy"] = None
         return overrides
+
+
+#: Below this zero-shot accuracy before unlearning, forgetting a concept says little: the model
+#: hardly knew it (chance on ``shapes`` is 1/12).
+KNOWN_CONCEPT_ACCURACY = 0.5
+
+
+def warn_if_not_known(spec: RunSpec, before: dict) -> None:
+    """One line when the model recognises the concepts to forget on fewer than half of their test
+    images: a low forget accuracy after unlearning would then mean little."""
+    accuracy = before.get("forget_accuracy")
+    if accuracy is not None and math.isfinite(accuracy) and accuracy < KNOWN_CONCEPT_ACCURACY:
+        tell(f"warning: before unlearning, the {spec.geometry} model recognises {', '.join(spec.forget)} on only "
+             f"{accuracy:.1%} of the test images (zero-shot); forgetting what the model never knew means little "
+             "— pretrain it longer or choose concepts it knows")
 
 
 def run_missing(bench: Workbench, todo: list, results: ResultsFile, out: Path, inputs: dict) -> None:

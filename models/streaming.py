@@ -35,11 +35,6 @@ def default_workers() -> int:
     return max(1, min(MAX_DEFAULT_WORKERS, cpus // max(1, local_processes)))
 
 
-def source_length(images) -> int:
-    """How many images an image source holds."""
-    return len(images)
-
-
 def _as_float(batch: torch.Tensor, device) -> torch.Tensor:
     """A batch on ``device`` as float32 in ``[0, 1]`` (uint8 is converted after the transfer)."""
     batch = batch.to(device, non_blocking=True)

@@ -12,7 +12,7 @@ import unlearning
 from benchmarks import run
 from benchmarks.audits import AuditContext
 from benchmarks.common import zero_shot_accuracy
-from benchmarks.experiment import (EVAL_EVERY, MAX_FORGET_FRACTION, TARGET_FORGET_ACCURACY,
+from benchmarks.experiment import (EVAL_EVERY, MAX_FORGET_FRACTION, TARGET_FORGET_ACCURACY, RunSpec,
                                    pretrained_entry, trainer_settings, unlearning_data)
 
 REQUIRED_KEYS = {"forget_accuracy", "retain_accuracy", "parent_accuracy", "mia_auc", "probe_forget_accuracy",
@@ -262,3 +262,13 @@ def test_list_concepts_prints_each_concept_with_its_parent(capsys):
     code, out, _ = _run(["--list-concepts"], capsys)
     lines = dict(line.split("\t") for line in out.strip().splitlines())
     assert code == 0 and lines["triangle"] == "polygon" and lines["polygon"] == "shape" and lines["shape"] == "-"
+
+
+def test_forgetting_a_concept_the_model_does_not_know_is_warned_about(capsys):
+    spec = RunSpec("lorentz", "hac", ("heart", "ring"), 0)
+    run.warn_if_not_known(spec, {"forget_accuracy": 0.3})
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and "heart, ring on only 30.0%" in err and err.count("\n") == 1
+    for known in ({"forget_accuracy": 0.5}, {"forget_accuracy": float("nan")}, {}):
+        run.warn_if_not_known(spec, known)
+        assert capsys.readouterr().err == ""
