@@ -119,6 +119,28 @@ def primary_leaf(concepts: list[str], hierarchy: ConceptHierarchy) -> str | None
     return None
 
 
+def checked_concepts_and_split(concepts, split, hierarchy: ConceptHierarchy, where: str) -> tuple:
+    """A pair's ``concepts`` (a name or a non-empty list of names of ``hierarchy``, at least one a
+    leaf) and ``split`` checked: ``(concepts, label, split)`` with the label its first leaf. Errors
+    name ``where`` (file and line, or shard and sample). Shared by every reader of pair records."""
+    if isinstance(concepts, str):
+        concepts = [concepts]
+    if not isinstance(concepts, list) or not concepts or not all(isinstance(c, str) for c in concepts):
+        raise DatasetError(f"{where}: 'concepts' must be a non-empty list of concept names, got {concepts!r}")
+    unknown = [c for c in concepts if c not in hierarchy]
+    if unknown:
+        raise DatasetError(
+            f"{where}: concept(s) {', '.join(map(repr, unknown))} not in {HIERARCHY_FILE} "
+            f"(known: {', '.join(hierarchy.concepts()[:30])}{', ...' if len(hierarchy) > 30 else ''})"
+        )
+    label = primary_leaf(concepts, hierarchy)
+    if label is None:
+        raise DatasetError(f"{where}: none of the concepts {concepts!r} is a leaf of the hierarchy; name at least one leaf")
+    if split not in SPLIT_NAMES:
+        raise DatasetError(f"{where}: 'split' must be 'train' or 'test', got {split!r}")
+    return concepts, label, split
+
+
 def has_pairs_file(root: Path) -> bool:
     """Whether ``root`` holds ``pairs.jsonl``: the file that marks the folder format."""
     return (root / PAIRS_FILE).is_file()
@@ -164,21 +186,7 @@ def load_folder(path: str | os.PathLike, image_size: int = 32) -> ConceptDataset
             raise DatasetError(f"{where}: 'image' must be a non-empty path string, got {image!r}")
         if not isinstance(caption, str):
             raise DatasetError(f"{where}: 'caption' must be a string, got {caption!r}")
-        if isinstance(concepts, str):
-            concepts = [concepts]
-        if not isinstance(concepts, list) or not concepts or not all(isinstance(c, str) for c in concepts):
-            raise DatasetError(f"{where}: 'concepts' must be a non-empty list of concept names, got {concepts!r}")
-        unknown = [c for c in concepts if c not in hierarchy]
-        if unknown:
-            raise DatasetError(
-                f"{where}: concept(s) {', '.join(map(repr, unknown))} not in {HIERARCHY_FILE} "
-                f"(known: {', '.join(hierarchy.concepts()[:30])}{', ...' if len(hierarchy) > 30 else ''})"
-            )
-        label = primary_leaf(concepts, hierarchy)
-        if label is None:
-            raise DatasetError(f"{where}: none of the concepts {concepts!r} is a leaf of the hierarchy; name at least one leaf")
-        if split not in SPLIT_NAMES:
-            raise DatasetError(f"{where}: 'split' must be 'train' or 'test', got {split!r}")
+        concepts, label, split = checked_concepts_and_split(concepts, split, hierarchy, where)
         image_path = Path(image) if os.path.isabs(image) else root / image
         if not image_path.is_file():
             raise DatasetError(f"{where}: image file {str(image_path)!r} does not exist")

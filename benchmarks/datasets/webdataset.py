@@ -49,9 +49,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import SPLIT_NAMES, ConceptDataset
+from .base import ConceptDataset
 from .errors import DatasetError
-from .folder import (DEFAULT_TEMPLATES, HIERARCHY_FILE, PROMPTS_FILE, primary_leaf, read_hierarchy_file,
+from .folder import (DEFAULT_TEMPLATES, HIERARCHY_FILE, PROMPTS_FILE, checked_concepts_and_split, read_hierarchy_file,
                      read_prompts_file)
 from .imagefolder import looks_like_imagefolder
 from .registry import register_format
@@ -282,23 +282,7 @@ def _annotation(member: _Member, where: str, hierarchy) -> tuple[list[str], str,
     missing = [k for k in required if k not in record]
     if missing:
         raise DatasetError(f"{where}: missing key(s) {', '.join(missing)} (each sample's .json needs {', '.join(required)})")
-    concepts, split = record["concepts"], record["split"]
-    if isinstance(concepts, str):
-        concepts = [concepts]
-    if not isinstance(concepts, list) or not concepts or not all(isinstance(c, str) for c in concepts):
-        raise DatasetError(f"{where}: 'concepts' must be a non-empty list of concept names, got {concepts!r}")
-    unknown = [c for c in concepts if c not in hierarchy]
-    if unknown:
-        raise DatasetError(
-            f"{where}: concept(s) {', '.join(map(repr, unknown))} not in {HIERARCHY_FILE} "
-            f"(known: {', '.join(hierarchy.concepts()[:30])}{', ...' if len(hierarchy) > 30 else ''})"
-        )
-    label = primary_leaf(concepts, hierarchy)
-    if label is None:
-        raise DatasetError(f"{where}: none of the concepts {concepts!r} is a leaf of the hierarchy; name at least one leaf")
-    if split not in SPLIT_NAMES:
-        raise DatasetError(f"{where}: 'split' must be 'train' or 'test', got {split!r}")
-    return concepts, label, split
+    return checked_concepts_and_split(record["concepts"], record["split"], hierarchy, where)
 
 
 @dataclass(frozen=True)
