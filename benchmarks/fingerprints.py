@@ -57,7 +57,7 @@ def dataset_fingerprint(dataset) -> str:
 
 
 def _update_with_images(digest, dataset) -> None:
-    pixels = getattr(dataset, "_pixels", None)  # in-memory data has no public accessor for its bytes
+    pixels = dataset.pixels  # in-memory data: its uint8 pixels as stored
     if pixels is not None:
         digest.update(json.dumps(list(pixels.shape)).encode())
         digest.update(np.ascontiguousarray(pixels.numpy()).data)  # a view: no copy of the pixels

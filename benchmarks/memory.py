@@ -45,7 +45,7 @@ def write_folder_dataset(root: Path, pairs: int, *, image_size: int, seed: int =
     lines = []
     for index in range(len(dataset)):
         name = f"images/{index:07d}.png"
-        pixels = dataset._pixels[index].permute(1, 2, 0).numpy()  # built-in data: its uint8 pixels
+        pixels = dataset.pixels[index].permute(1, 2, 0).numpy()  # built-in data: its uint8 pixels as stored
         Image.fromarray(pixels).save(root / name)
         lines.append(json.dumps({"image": name, "caption": dataset.captions[index],
                                  "concepts": [dataset.labels[index]], "split": str(dataset.splits[index])}))

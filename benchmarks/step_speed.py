@@ -7,7 +7,8 @@ In one process, with the repeats interleaved (FT, HAC, AC, hac-parent, FT, HAC, 
 noisy machine slows every method alike, each repeat runs :func:`unlearning.unlearn` for ``--steps``
 steps from a fresh copy of the model on random images and captions, and its per-step time is the
 trainer's own training time divided by the steps (one-time work before the first step — HAC's pass
-over the pairs for the original distances to the origin — is reported apart, per run). It prints
+over the pairs for the original distances to the origin — is reported apart, per run). The inputs
+are :mod:`benchmarks.gpu_check`'s random pairs. It prints
 the median seconds per step of each method and its ratio to FT on CLIP (the issue's targets: HAC at
 most 1.15x, hac-parent at most 1.2x). Nothing here is a test: read the ratios of one run.
 """
@@ -22,25 +23,13 @@ import time
 
 import torch
 
-import models
 import unlearning
+
+from .gpu_check import build_model, unlearning_data
 
 #: (label, model family, objective): each method on the model it is meant for.
 METHODS = (("FT on CLIP", "clip", "ft"), ("HAC on MERU", "meru", "hac"), ("AC on MERU", "meru", "ac"),
            ("hac-parent on MERU", "meru", "hac-parent"))
-
-
-def random_data(model, pairs: int, *, seed: int = 0) -> unlearning.UnlearningData:
-    """``pairs`` random images and captions of 8 classes under 4 parents, the first eighth to forget."""
-    generator = torch.Generator().manual_seed(seed)
-    size, context = model.image_size, model.context_length
-    images = torch.rand(pairs, 3, size, size, generator=generator)
-    tokens = torch.randint(1, 2000, (pairs, context), generator=generator)
-    tokens[:, -1] = models.model.BPE_END
-    labels = torch.arange(pairs) % 8
-    parent_tokens = [torch.randint(1, 2000, (2, context), generator=generator) for _ in range(4)]
-    return unlearning.UnlearningData(images=images, tokens=tokens, labels=labels, forget=labels == 0,
-                                     class_parents=torch.arange(8) // 2, parent_prompt_tokens=parent_tokens)
 
 
 def one_run(model, data, method: str, *, steps: int, batch_size: int) -> tuple:
@@ -67,9 +56,10 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    built = {family: models.create_model(f"{family}-{args.model_size}").eval() for family in ("clip", "meru")}
-    data = {family: random_data(model, args.pairs) for family, model in built.items()}
+    # The GPU check's random inputs: captions shaped like real ones, a vocabulary that holds their
+    # words, a quarter of the pairs (one class in four) to forget, two parent concepts.
+    built = {family: build_model(f"{family}-{args.model_size}", seed=0) for family in ("clip", "meru")}
+    data = {family: unlearning_data(model, args.pairs, seed=0) for family, model in built.items()}
     for label, family, method in METHODS:  # warm-up: first calls allocate and pick kernels
         one_run(built[family], data[family], method, steps=1, batch_size=args.batch_size)
     per_step = {label: [] for label, _, _ in METHODS}
