@@ -88,7 +88,7 @@ def pretrained_entry(geometry: str, data: EncodedDataset, cache_dir) -> CacheEnt
     fingerprint = json_fingerprint({
         "dataset": data.fingerprint,
         "model": models.model_config(name).to_dict(),
-        "settings": default_settings(data.dataset.name),
+        "settings": default_settings(len(data.dataset.indices("train"))),
         "seed": PRETRAINING_SEED,
     })
     path = Path(cache_dir) / f"{name}-{data.dataset.name}-{short(fingerprint)}-seed{PRETRAINING_SEED}.pt"
@@ -127,7 +127,7 @@ def _pretrain_entry(entry: CacheEntry, geometry: str, data: EncodedDataset, *, d
     check_vocabulary(model, data)
     pretrain(model, data, seed=PRETRAINING_SEED, device=device, checkpoint=entry.path,
              metadata=entry.metadata(data), progress=progress, world=world, workers=workers,
-             **default_settings(data.dataset.name))
+             **default_settings(len(data.dataset.indices("train"))))
 
 
 def check_vocabulary(model, data: EncodedDataset) -> None:

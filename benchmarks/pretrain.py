@@ -33,7 +33,8 @@ from models.distributed import (SINGLE, World, barrier, broadcast_module, check_
 from models.streaming import image_batches
 from models.training import TrainingLoop
 
-from .common import EncodedDataset, on_main, resolve_device, zero_shot_accuracy
+from .augmentation import Augmentation
+from .common import EncodedDataset, on_main, resolve_device
 from .datasets import DatasetError, load_dataset, validate_images
 from .locks import LockBusy, hold_lock
 
@@ -44,9 +45,26 @@ def default_model(geometry: str) -> str:
     return geometry_spec(geometry).default_model
 
 
-def default_settings(dataset_name: str) -> dict:
-    """Training length and step size of the defaults (measured: see the README)."""
-    return {"steps": 1600, "batch_size": 128, "lr": 1e-3, "warmup": 100}
+#: The default recipe (chosen by measurement: README, "Measured defaults"). Training length is set
+#: in passes over the train split, with a floor for small datasets, so that a small dataset is not
+#: seen fifty times over (it would be memorised) and a large one is not cut short.
+DEFAULT_RECIPE = {"epochs": 8, "min_steps": 400, "batch_size": 128, "lr": 2e-3, "warmup": 50,
+                  "weight_decay": 0.1, "augmentation": Augmentation().as_dict()}
+
+
+def default_settings(train_pairs: int, *, epochs: float | None = None) -> dict:
+    """The default pretraining settings for a train split of ``train_pairs`` pairs: ``steps`` for
+    ``epochs`` passes (default ``DEFAULT_RECIPE["epochs"]``) at the default batch size, at least
+    ``min_steps``; step size, warm-up, weight decay and augmentation of :data:`DEFAULT_RECIPE`."""
+    if train_pairs < 1:
+        raise ValueError(f"pretraining needs at least one train pair, got {train_pairs}")
+    recipe = dict(DEFAULT_RECIPE)
+    epochs = recipe.pop("epochs") if epochs is None else epochs
+    min_steps = recipe.pop("min_steps")
+    if not epochs > 0:
+        raise ValueError(f"pretraining epochs must be positive, got {epochs}")
+    steps = max(min_steps, math.ceil(epochs * train_pairs / recipe["batch_size"]))
+    return {"steps": steps, **recipe}
 
 
 def default_entailment_warmup(steps: int) -> int:
@@ -161,14 +179,18 @@ class _Timed:
 
 
 def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: float, warmup: int = 100,
-             entailment_warmup: int | None = None, seed: int = 0, device=None,
+             entailment_warmup: int | None = None, weight_decay: float = 0.0, augmentation: dict | None = None,
+             seed: int = 0, device=None,
              checkpoint: str | Path | None = None, checkpoint_every: int = 200,
              checkpoint_seconds: float = 600.0, metadata: dict | None = None, progress: bool = True,
              world: World | None = None, workers: int | None = None) -> dict:
     """Train ``model`` on the train split of ``data`` with the model's pretraining loss.
 
     ``entailment_warmup`` (default: a quarter of ``steps``) is how many steps MERU's entailment
-    weight takes to rise from 0 to its config value (:func:`entailment_weight_at`). Returns a summary
+    weight takes to rise from 0 to its config value (:func:`entailment_weight_at`). ``weight_decay``
+    is AdamW's decoupled decay of the towers' matrices (:class:`models.training.TrainingLoop`);
+    ``augmentation`` the options of an :class:`~benchmarks.augmentation.Augmentation` applied to
+    every training batch (``None``: none). Returns a summary
     dict (steps, seconds, final loss, zero-shot accuracy on the test split, data-loading wait). With
     ``checkpoint`` set, training state is saved there atomically every ``checkpoint_every`` steps, at
     least every ``checkpoint_seconds`` of training, and at the end; a rerun resumes from it bit for bit.
@@ -193,8 +215,11 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
         except ValueError as error:
             raise DatasetError(f"dataset {data.dataset.name!r}: {error}") from None
 
+    augment = Augmentation(**augmentation) if augmentation is not None else None
     settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup,
                 "entailment_warmup": entailment_warmup, "seed": seed}
+    if weight_decay or augment is not None:  # the settings of older checkpoints, which had neither
+        settings.update(weight_decay=weight_decay, augmentation=augment and augment.as_dict())
     if checkpoint is not None and Path(checkpoint).exists():
         payload = read_checkpoint(checkpoint)
         state = payload.get("train_state", {})
@@ -215,7 +240,7 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
     loop = TrainingLoop(model.parameters(), lr=lr, device=device, name="pretraining",
                         schedule=lambda step: learning_rate(step, base=lr, warmup=warmup, total=steps),
                         total_steps=steps, start_step=start, seconds=elapsed, progress=progress,
-                        description=f"pretrain {model.config.name}", world=world)
+                        description=f"pretrain {model.config.name}", world=world, weight_decay=weight_decay)
     if optimizer_state is not None:
         load_optimizer_state(loop.optimizer, optimizer_state)
 
@@ -236,6 +261,9 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
     with loop, contextlib.closing(stream):  # closing the stream stops its data-loader workers
         while loop.steps < steps:
             rows, batch_images = next(batches)
+            if augment is not None:
+                batch_images = augment.apply(batch_images, world.shard(augment.draw(batch_size, seed=seed,
+                                                                                    step=loop.steps)))
             weight = entailment_weight_at(loop.steps, full=model.config.entailment_weight, warmup=entailment_warmup)
             values = loop.step(lambda: model.pretraining_loss(batch_images, tokens[rows].to(device),
                                                               entailment_weight=weight, world=world))
@@ -248,16 +276,62 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
     model.eval()
     summary = {
         "steps": steps,
+        "epochs": round(steps * batch_size / len(train), 2),
         "seconds": round(loop.seconds, 1),
         "initial_loss": float(np.mean(history[:10])) if history else float("nan"),
         "final_loss": float(np.mean(history[-20:])) if history else float("nan"),
-        "zero_shot_accuracy": zero_shot_accuracy(model, data, test, world=world),
+        **pretraining_quality(model, data, train, test, world=world),
         "curvature": model.geometry.c.item(),
         "world_size": world.size,
         "data_wait_seconds_per_step": round(batches.seconds / max(1, steps - start), 4),
     }
     save(finished=True, summary=summary)
     return summary
+
+
+QUALITY_SAMPLE = 2000  # train pairs embedded for the probe and the membership attack
+
+
+@torch.no_grad()
+def pretraining_quality(model, data: EncodedDataset, train: np.ndarray, test: np.ndarray, *,
+                        world: World | None = None) -> dict:
+    """How good and how general a pretrained model is, from one embedding pass over the test pairs
+    and a fixed sample of at most :data:`QUALITY_SAMPLE` train pairs:
+
+    ``zero_shot_accuracy``
+        macro zero-shot leaf accuracy on the test images;
+    ``linear_probe_accuracy``
+        a prototype probe (:func:`benchmarks.audits.probe.train_probe`) fitted to the sampled train
+        image embeddings, on the test images: what the image side alone knows;
+    ``zero_shot_to_probe``
+        their ratio: how much of it the text side reaches (1 = all);
+    ``membership_auc``
+        the audit's threshold attack on pair alignment, train pairs against test pairs
+        (:mod:`benchmarks.audits.membership`): 0.5 = the model does not tell them apart, near 1 = it
+        memorised its training pairs."""
+    from models.evaluation import class_embeddings, embed_images, embed_texts, macro_accuracy, zero_shot_predictions
+
+    from .audits.membership import pair_scores
+    from .audits.metrics import auc
+    from .audits.probe import train_probe
+
+    sample = np.sort(np.random.default_rng(0).permutation(train)[:QUALITY_SAMPLE])
+    embedded = {name: (embed_images(model, data.image_source(rows), world=world),
+                       embed_texts(model, data.tokens[rows], world=world), torch.from_numpy(data.targets[rows]))
+                for name, rows in (("train", sample), ("test", test))}
+    (train_images, train_texts, train_targets), (test_images, test_texts, test_targets) = embedded.values()
+    zero_shot = macro_accuracy(zero_shot_predictions(model, test_images, class_embeddings(model, data.prompt_tokens)),
+                               test_targets)
+    with torch.enable_grad():
+        probe = train_probe(model.geometry, train_images, train_targets.to(train_images.device), len(data.classes))
+    probe_accuracy = macro_accuracy(probe(test_images.float()).argmax(dim=1).cpu(), test_targets)
+    return {
+        "zero_shot_accuracy": zero_shot,
+        "linear_probe_accuracy": probe_accuracy,
+        "zero_shot_to_probe": zero_shot / probe_accuracy if probe_accuracy > 0 else float("nan"),
+        "membership_auc": auc(pair_scores(model, train_images, train_texts).cpu(),
+                              pair_scores(model, test_images, test_texts).cpu()),
+    }
 
 
 def parse_args(argv=None):
@@ -270,9 +344,18 @@ def parse_args(argv=None):
                         + " / ".join(spec.default_model for spec in geometry_specs()) + ")")
     parser.add_argument("--dataset", default="shapes", help="shapes, digits or a dataset folder")
     parser.add_argument("--out", default=None, help="checkpoint file (default: runs/pretrained/<model>-<dataset>-seed<seed>.pt)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: 1600)")
-    parser.add_argument("--batch-size", type=int, default=None, help="pairs per step (default: 128)")
-    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.001)")
+    parser.add_argument("--epochs", type=float, default=None,
+                        help=f"passes over the train split (default: {DEFAULT_RECIPE['epochs']}, and at least "
+                        f"{DEFAULT_RECIPE['min_steps']} steps)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (overrides --epochs)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"pairs per step (default: {DEFAULT_RECIPE['batch_size']})")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"peak learning rate (default: {DEFAULT_RECIPE['lr']})")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help=f"decoupled weight decay of the towers' matrices (default: {DEFAULT_RECIPE['weight_decay']})")
+    parser.add_argument("--no-augment", action="store_true",
+                        help="train on the images as they are (default: random resized crops, brightness and contrast)")
     parser.add_argument("--entailment-warmup", type=int, default=None,
                         help="steps over which MERU's entailment weight rises from 0 (default: a quarter of --steps)")
     parser.add_argument("--seed", type=int, default=0)
@@ -320,10 +403,14 @@ def _main(args) -> int:
     if config.geometry != args.geometry:
         raise ValueError(f"--model {model_name} is {config.geometry}, but --geometry is {args.geometry}")
     dataset = load_dataset(args.dataset, seed=args.seed, image_size=config.vision.image_size)
-    settings = default_settings(dataset.name)
-    for key in ("steps", "batch_size", "lr", "entailment_warmup"):
+    if args.epochs is not None and not args.epochs > 0:
+        raise ValueError(f"--epochs must be positive, got {args.epochs}")
+    settings = default_settings(len(dataset.indices("train")) or 1, epochs=args.epochs)
+    for key in ("steps", "batch_size", "lr", "weight_decay", "entailment_warmup"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
+    if args.no_augment:
+        settings["augmentation"] = None
     settings.setdefault("entailment_warmup", default_entailment_warmup(settings["steps"]))
     check_schedule(**{k: settings[k] for k in ("steps", "batch_size", "lr", "warmup", "entailment_warmup")})
     check_divisible(settings["batch_size"], world.size)

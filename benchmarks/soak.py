@@ -59,7 +59,7 @@ def soak_run(data: EncodedDataset, *, start_c: float, precision: str, steps: int
     low, high = (math.log(bound) for bound in model.geometry.c_range)
     model.build_vocabulary(torch.cat([data.tokens, *data.prompt_tokens]))
     model.to(device).train()
-    settings = default_settings(DATASET)
+    settings = default_settings(len(data.dataset.indices("train")))
     entailment_warmup = default_entailment_warmup(steps)
     optimizer = geoopt.optim.RiemannianAdam(model.parameters(), lr=settings["lr"])
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
         torch.backends.cudnn.allow_tf32 = False
     out = Path(args.out)
     report = {"model": MODEL, "dataset": DATASET, "steps": args.steps, "seed": args.seed, "device": str(device),
-              "settings": default_settings(DATASET), "bound_window": BOUND_WINDOW, "runs": []}
+              "settings": default_settings(len(dataset.indices("train"))), "bound_window": BOUND_WINDOW, "runs": []}
     for precision in precisions:
         for start_c in bounds:
             print(f"soak: {MODEL} on {DATASET}, c started at {start_c:g}, {precision}, {args.steps} steps",

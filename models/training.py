@@ -45,6 +45,13 @@ def loss_postfix(values: dict) -> dict:
     return {"loss": f"{values['loss']:.3f}"}
 
 
+def decays(parameter: torch.nn.Parameter) -> bool:
+    """Whether weight decay applies to ``parameter``: a matrix or kernel (two or more dimensions)
+    on a flat manifold. Shrinking a point of the hyperboloid towards zero would leave the manifold."""
+    manifold = getattr(parameter, "manifold", None)
+    return parameter.ndim >= 2 and (manifold is None or isinstance(manifold, geoopt.Euclidean))
+
+
 class TrainingLoop:
     """Riemannian Adam steps over ``parameters`` (Euclidean weights on the Euclidean manifold,
     ``ManifoldParameter``s on theirs), one :meth:`step` per call.
@@ -57,6 +64,11 @@ class TrainingLoop:
     ``device``, ``mixed_precision``
         Where the loss is computed; bfloat16 autocast around it, by default on CUDA only
         (:func:`autocast`).
+    ``weight_decay``
+        Decoupled weight decay (AdamW's): before each update every matrix and kernel (a parameter
+        of two or more dimensions on a flat manifold) shrinks by ``lr · weight_decay`` of itself;
+        gains, biases, scalars (temperature, curvature, scales) and points of curved manifolds are
+        left alone. 0 (the default) changes nothing.
     ``max_grad_norm``
         Clip the gradients' total norm to this before each update; ``None`` (the default, and what
         every trainer uses) leaves them alone.
@@ -79,11 +91,16 @@ class TrainingLoop:
 
     def __init__(self, parameters: Iterable[torch.nn.Parameter], *, lr: float, device=None,
                  schedule: Optional[Callable[[int], float]] = None, mixed_precision: Optional[bool] = None,
-                 max_grad_norm: Optional[float] = None, check_finite: bool = True, name: str = "training",
+                 weight_decay: float = 0.0, max_grad_norm: Optional[float] = None, check_finite: bool = True, name: str = "training",
                  total_steps: Optional[int] = None, start_step: int = 0, seconds: float = 0.0,
                  progress: bool = True, description: str = "",
                  postfix: Optional[Callable[[dict], dict]] = loss_postfix, world: Optional[World] = None):
+        parameters = list(parameters)
         self.optimizer = geoopt.optim.RiemannianAdam(parameters, lr=lr)
+        if not (weight_decay >= 0 and math.isfinite(weight_decay)):
+            raise ValueError(f"weight decay must be a finite number >= 0, got {weight_decay}")
+        self.weight_decay = weight_decay
+        self.decayed = [p for p in parameters if weight_decay and decays(p)]
         self.world = world or SINGLE
         self.device = torch.device("cpu" if device is None else device)
         self.schedule, self.mixed_precision, self.max_grad_norm = schedule, mixed_precision, max_grad_norm
@@ -108,6 +125,11 @@ class TrainingLoop:
         average_gradients(self._parameters(), self.world)
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self._parameters(), self.max_grad_norm)
+        if self.decayed:
+            shrink = 1.0 - self.optimizer.param_groups[0]["lr"] * self.weight_decay
+            with torch.no_grad():
+                for parameter in self.decayed:
+                    parameter.mul_(shrink)
         self.optimizer.step()
         self.steps += 1
         values = {name: float(value.detach()) for name, value in parts.items()}
