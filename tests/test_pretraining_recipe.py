@@ -3,7 +3,6 @@
 import math
 
 import geoopt
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, strategies as st
