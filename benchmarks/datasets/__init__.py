@@ -3,7 +3,8 @@
 Entry point: :func:`load_dataset` takes a built-in name (see :func:`list_datasets`) or a path and
 returns a :class:`ConceptDataset`. Nothing is downloaded: built-in data is generated (``shapes``;
 ``glyphs``, drawn with Pillow's bundled font) or ships with scikit-learn (``digits``); everything else
-is read from files the user already has, in one of these formats (auto-detected from a path, tried in the order of :func:`list_formats`):
+is read from files the user already has, in one of these formats (auto-detected from a path, tried
+in the order of :func:`list_formats`):
 
 - the project's folder format: ``pairs.jsonl`` + ``hierarchy.json`` (see ``README.md`` here);
 - CIFAR-100 python pickles (``cifar-100-python/`` with ``train``, ``test``, ``meta``);
@@ -48,7 +49,6 @@ __all__ = [
     "ConceptDataset", "ConceptHierarchy", "DatasetError", "DATASETS", "list_datasets", "list_formats",
     "load_dataset", "register_builtin", "register_format", "detect_format", "validate_images",
     "make_shapes", "make_digits", "make_glyphs", "load_folder", "load_coco", "load_coco_folder",
-    "load_imagefolder", "load_webdataset", "load_cifar100", "shapes_hierarchy", "digits_hierarchy", "glyphs_hierarchy",
-    "fill_template", "with_article",
-    "load_image_file", "ImageSource", "TarMemberImages",
+    "load_imagefolder", "load_webdataset", "load_cifar100", "shapes_hierarchy", "digits_hierarchy",
+    "glyphs_hierarchy", "fill_template", "with_article", "load_image_file", "ImageSource", "TarMemberImages",
 ]

@@ -22,12 +22,15 @@ come rotation (integer degrees up to ±30), size and position jitter, ink and ba
 Rendering is cheap: each (letter, case, weight) mask is rasterised once per size and kept in
 memory; every pair then samples its mask through its own affine map (bilinear, on a grid
 :data:`SUPERSAMPLE` times finer than ``image_size``, box-averaged down), vectorised with numpy.
-Only exact float arithmetic (no transcendental function of per-pair values, no fused kernels) goes
-into the pixels, so CPUs with different vector units agree bit for bit.
+Per-pair geometry uses only elementwise numpy arithmetic (no libm call on per-pair values, no BLAS
+product), so that the pixels do not depend on which vector unit or BLAS kernel a CPU picks.
 
-Captions: about 75% name the letter ("an uppercase letter a.", "the letter g in bold.", "a red
-letter b on a black background."), about 25% one of its groups below the root ("a vowel.", "a stop
-consonant.", "a consonant."). The zero-shot templates are themselves caption styles.
+Captions: 75% of each letter's captions name the letter ("an uppercase letter a.", "the letter g
+in bold.", "a red letter b on a black background."), 25% one of its groups below the root ("a
+vowel.", "a stop consonant.", "a consonant."). The zero-shot templates are themselves caption styles.
+
+Exactly half of each letter's pairs are capitals; the split is stratified: exactly
+``per_leaf_test`` test pairs per letter, chosen by ``seed`` like everything else.
 """
 
 from __future__ import annotations
@@ -200,7 +203,8 @@ def plan_glyphs(rng: np.random.Generator, *, per_leaf_train: int, per_leaf_test:
     jitter = rng.uniform(-_COLOUR_JITTER, _COLOUR_JITTER, size=(2, n, 3)).astype(np.float32)
     plan = GlyphPlan(
         letter=np.repeat(np.arange(n_letters), per_leaf),
-        uppercase=rng.random(n) < 0.5,
+        # Exactly half of each letter's pairs are capitals (one more when the count is odd).
+        uppercase=np.concatenate([rng.permutation(per_leaf) % 2 == 0 for _ in range(n_letters)]),
         style=style,
         is_test=np.tile(np.arange(per_leaf) >= per_leaf_train, n_letters),
         angle_deg=rng.integers(-_MAX_ROTATION_DEG, _MAX_ROTATION_DEG + 1, size=n),
@@ -226,19 +230,18 @@ def _reordered(plan: GlyphPlan, order: np.ndarray) -> GlyphPlan:
 
 @dataclass(frozen=True)
 class GlyphAtlas:
-    """Every (letter, case, weight) mask on one zero-padded canvas, centred on its ink box.
+    """Every (letter, case, weight) mask on one zero-padded canvas, its ink box in the middle.
 
-    ``masks`` is ``(m, H, W)`` float32 in [0, 1], mask ``index(letter, uppercase, bold)``; the centre
-    of its ink box is at pixel ``(centre_x, centre_y)`` of every mask; ``half_size`` ``(m, 2)``
-    holds each ink box's half width and half height; ``cap_height`` is the height of a capital
-    (``H``) in mask pixels. Two or more zero pixels border every mask, so bilinear samples outside
-    the ink read zero.
+    ``masks`` is ``(m, H, W)`` float32 in [0, 1], mask ``index(letter, uppercase, bold)``;
+    ``centre`` ``(m, 2)`` is the (x, y) centre of each ink box in pixel-index coordinates (pixel
+    ``j`` spans ``[j - 0.5, j + 0.5]``) and ``half_size`` ``(m, 2)`` its half width and half height;
+    ``cap_height`` is the height of a capital (``H``) in mask pixels. Two or more zero pixels border
+    every mask, so bilinear samples outside the ink read zero.
     """
 
     masks: np.ndarray
+    centre: np.ndarray
     half_size: np.ndarray
-    centre_x: float
-    centre_y: float
     cap_height: float
 
     @staticmethod
@@ -282,14 +285,14 @@ def glyph_atlas(font_size: int) -> GlyphAtlas:
     height = max(c.shape[0] for c in crops) + 4
     width = max(c.shape[1] for c in crops) + 4
     masks = np.zeros((len(crops), height, width), dtype=np.float32)
+    centre = np.zeros((len(crops), 2))
     for k, crop in enumerate(crops):
         top, left = (height - crop.shape[0]) // 2, (width - crop.shape[1]) // 2
         masks[k, top:top + crop.shape[0], left:left + crop.shape[1]] = crop
+        centre[k] = (left + crop.shape[1] / 2 - 0.5, top + crop.shape[0] / 2 - 0.5)
     masks.setflags(write=False)
-    # The ink box's centre is (top + h/2, left + w/2) in continuous coordinates; integer offsets
-    # differ by at most half a pixel between masks, so each keeps its own box in half_size only.
     half = np.array([[c.shape[1] / 2, c.shape[0] / 2] for c in crops])
-    return GlyphAtlas(masks=masks, half_size=half, centre_x=(width - 1) / 2, centre_y=(height - 1) / 2,
+    return GlyphAtlas(masks=masks, centre=centre, half_size=half,
                       cap_height=float(_ink_mask("H", font, 0).shape[0]))
 
 
@@ -326,10 +329,11 @@ def _placement(plan: GlyphPlan, atlas: GlyphAtlas, mask_index: np.ndarray, grid:
     scale = plan.cap_height * grid / atlas.cap_height
     linear = _glyph_to_image(plan, scale)
     half = atlas.half_size[mask_index]                                   # (n, 2)
-    extent = np.abs(linear) @ half[:, :, None]                           # (n, 2, 1): half extents
+    # Half extents of the transformed ink box, |M| @ half written out (a BLAS product may fuse).
+    extent = np.abs(linear[:, :, 0]) * half[:, :1] + np.abs(linear[:, :, 1]) * half[:, 1:]  # (n, 2)
     room = grid - 2 * _MARGIN * SUPERSAMPLE
-    shrink = np.minimum(1.0, room / (2 * extent[:, :, 0].max(axis=1)))
-    linear, extent = linear * shrink[:, None, None], extent[:, :, 0] * shrink[:, None]
+    shrink = np.minimum(1.0, room / (2 * extent.max(axis=1)))
+    linear, extent = linear * shrink[:, None, None], extent * shrink[:, None]
     centre = _MARGIN * SUPERSAMPLE + extent + plan.position * (room - 2 * extent)
     return linear, centre
 
@@ -351,7 +355,8 @@ def _sample_bilinear(atlas: GlyphAtlas, mask_index: np.ndarray, x: np.ndarray, y
     wx, wy = x - x_floor, y - y_floor
     column = np.clip(x_floor.astype(np.int32), 0, width - 2)
     row = np.clip(y_floor.astype(np.int32), 0, height - 2)
-    flat = row * np.int32(width) + column + (mask_index.astype(np.int32) * np.int32(height * width))[:, None, None]
+    first = (mask_index.astype(np.int32) * np.int32(height * width))[:, None, None]  # each mask's offset
+    flat = first + row * np.int32(width) + column
     values = atlas.masks.reshape(-1)
     top = values[flat] * (1 - wx) + values[flat + 1] * wx
     bottom = values[flat + width] * (1 - wx) + values[flat + width + 1] * wx
@@ -368,8 +373,9 @@ def _coverage(plan: GlyphPlan, atlas: GlyphAtlas, image_size: int) -> np.ndarray
     axis = np.arange(grid, dtype=np.float32) + np.float32(0.5)              # grid pixel centres
     dx = axis[None, None, :] - centre[:, 0, None, None].astype(np.float32)  # (n, 1, g)
     dy = axis[None, :, None] - centre[:, 1, None, None].astype(np.float32)  # (n, g, 1)
-    x = inverse[:, 0, 0, None, None] * dx + inverse[:, 0, 1, None, None] * dy + np.float32(atlas.centre_x)
-    y = inverse[:, 1, 0, None, None] * dx + inverse[:, 1, 1, None, None] * dy + np.float32(atlas.centre_y)
+    glyph_centre = atlas.centre[mask_index].astype(np.float32)[:, :, None, None]  # (n, 2, 1, 1)
+    x = inverse[:, 0, 0, None, None] * dx + inverse[:, 0, 1, None, None] * dy + glyph_centre[:, 0]
+    y = inverse[:, 1, 0, None, None] * dx + inverse[:, 1, 1, None, None] * dy + glyph_centre[:, 1]
     fine = _sample_bilinear(atlas, mask_index, x, y)
     n = len(plan)
     return fine.reshape(n, image_size, SUPERSAMPLE, image_size, SUPERSAMPLE).mean(axis=(2, 4))
@@ -395,12 +401,22 @@ def render_glyphs(plan: GlyphPlan, image_size: int, rng: np.random.Generator) ->
 # --------------------------------------------------------------------------------------------------
 
 
+def _names_group(plan: GlyphPlan, rng: np.random.Generator) -> np.ndarray:
+    """Boolean ``(n,)``: which captions name a group, ``round(PARENT_CAPTION_SHARE * count)`` of
+    each letter's pairs."""
+    chosen = np.zeros(len(plan), dtype=bool)
+    for letter in range(len(glyph_letters())):
+        members = np.flatnonzero(plan.letter == letter)
+        chosen[rng.permutation(members)[:round(PARENT_CAPTION_SHARE * len(members))]] = True
+    return chosen
+
+
 def _caption_concepts(plan: GlyphPlan, hierarchy: ConceptHierarchy, rng: np.random.Generator) -> list[str]:
-    """The concept each caption names: the leaf, or for about :data:`PARENT_CAPTION_SHARE` of the
-    pairs one of its ancestors below the root, chosen uniformly."""
+    """The concept each caption names: the leaf, or for :data:`PARENT_CAPTION_SHARE` of each
+    letter's pairs one of its ancestors below the root, chosen uniformly."""
     leaves = [letter_concept(letter) for letter in glyph_letters()]
     groups = {leaf: hierarchy.ancestors(leaf)[:-1] for leaf in leaves}
-    names_group = rng.random(len(plan)) < PARENT_CAPTION_SHARE
+    names_group = _names_group(plan, rng)
     pick = rng.random(len(plan))
     concepts = []
     for k, letter in enumerate(plan.letter):
