@@ -198,7 +198,8 @@ def plan_glyphs(rng: np.random.Generator, *, per_leaf_train: int, per_leaf_test:
     style_shear = np.array([s.shear for s in GLYPH_STYLES.values()])
     style_width = np.array([s.x_scale for s in GLYPH_STYLES.values()])
     style = rng.integers(len(GLYPH_STYLES), size=n)
-    pairs = _colour_pairs()[rng.integers(len(_colour_pairs()), size=n)]
+    colour_pairs = _colour_pairs()
+    pairs = colour_pairs[rng.integers(len(colour_pairs), size=n)]
     palette = np.array(list(COLOURS.values()), dtype=np.float32)
     jitter = rng.uniform(-_COLOUR_JITTER, _COLOUR_JITTER, size=(2, n, 3)).astype(np.float32)
     plan = GlyphPlan(
@@ -254,12 +255,14 @@ def _bundled_font(size: int):
     """Pillow's bundled scalable font at ``size`` pixels (needs Pillow built with FreeType)."""
     from PIL import ImageFont
 
-    font = ImageFont.load_default(size=size)
+    needed = ("the glyphs dataset needs Pillow's bundled scalable font, i.e. Pillow >= 10.1 built with "
+              "FreeType (PIL.features.check('freetype2'))")
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has no size argument
+        raise DatasetError(f"{needed}; this Pillow's load_default takes no size") from None
     if not isinstance(font, ImageFont.FreeTypeFont):
-        raise DatasetError(
-            "the glyphs dataset needs Pillow's bundled scalable font, i.e. Pillow >= 10.1 built with "
-            f"FreeType (PIL.features.check('freetype2')); got a {type(font).__name__}"
-        )
+        raise DatasetError(f"{needed}; got a bitmap {type(font).__name__}")
     return font
 
 
@@ -290,8 +293,9 @@ def glyph_atlas(font_size: int) -> GlyphAtlas:
         top, left = (height - crop.shape[0]) // 2, (width - crop.shape[1]) // 2
         masks[k, top:top + crop.shape[0], left:left + crop.shape[1]] = crop
         centre[k] = (left + crop.shape[1] / 2 - 0.5, top + crop.shape[0] / 2 - 0.5)
-    masks.setflags(write=False)
     half = np.array([[c.shape[1] / 2, c.shape[0] / 2] for c in crops])
+    for shared in (masks, centre, half):  # cached and shared by every caller
+        shared.setflags(write=False)
     return GlyphAtlas(masks=masks, centre=centre, half_size=half,
                       cap_height=float(_ink_mask("H", font, 0).shape[0]))
 
