@@ -1,9 +1,10 @@
 """Image-caption datasets annotated with concept hierarchies, for concept-unlearning benchmarks.
 
 Entry point: :func:`load_dataset` takes a built-in name (see :func:`list_datasets`) or a path and
-returns a :class:`ConceptDataset`. Nothing is downloaded: built-in data is generated (``shapes``) or
-ships with scikit-learn (``digits``); everything else is read from files the user already has, in
-one of these formats (auto-detected from a path, tried in the order of :func:`list_formats`):
+returns a :class:`ConceptDataset`. Nothing is downloaded: built-in data is generated (``shapes``;
+``glyphs``, drawn with Pillow's bundled font) or ships with scikit-learn (``digits``); everything else
+is read from files the user already has, in one of these formats (auto-detected from a path, tried
+in the order of :func:`list_formats`):
 
 - the project's folder format: ``pairs.jsonl`` + ``hierarchy.json`` (see ``README.md`` here);
 - CIFAR-100 python pickles (``cifar-100-python/`` with ``train``, ``test``, ``meta``);
@@ -37,6 +38,7 @@ from .validate import validate_images
 # (detection follows each format's priority).
 from .shapes import make_shapes, shapes_hierarchy
 from .digits import digits_hierarchy, make_digits
+from .glyphs import glyphs_hierarchy, make_glyphs
 from .folder import load_folder
 from .cifar import load_cifar100
 from .coco import load_coco, load_coco_folder
@@ -46,7 +48,7 @@ from .webdataset import TarMemberImages, load_webdataset
 __all__ = [
     "ConceptDataset", "ConceptHierarchy", "DatasetError", "DATASETS", "list_datasets", "list_formats",
     "load_dataset", "register_builtin", "register_format", "detect_format", "validate_images",
-    "make_shapes", "make_digits", "load_folder", "load_coco", "load_coco_folder", "load_imagefolder",
-    "load_webdataset", "load_cifar100", "shapes_hierarchy", "digits_hierarchy", "fill_template", "with_article",
-    "load_image_file", "ImageSource", "TarMemberImages",
+    "make_shapes", "make_digits", "make_glyphs", "load_folder", "load_coco", "load_coco_folder",
+    "load_imagefolder", "load_webdataset", "load_cifar100", "shapes_hierarchy", "digits_hierarchy",
+    "glyphs_hierarchy", "fill_template", "with_article", "load_image_file", "ImageSource", "TarMemberImages",
 ]
