@@ -35,7 +35,7 @@ from models.training import TrainingLoop
 
 from .augmentation import Augmentation
 from .common import EncodedDataset, on_main, resolve_device
-from .datasets import DatasetError, load_dataset, validate_images
+from .datasets import DatasetError, list_datasets, load_dataset, validate_images
 from .locks import LockBusy, hold_lock
 
 
@@ -334,6 +334,17 @@ def pretraining_quality(model, data: EncodedDataset, train: np.ndarray, test: np
     }
 
 
+def describe_summary(what: str, summary: dict) -> str:
+    """One line about a pretraining ``summary`` (older summaries lack the probe and the attack)."""
+    line = f"{what}: zero-shot leaf accuracy {summary['zero_shot_accuracy']:.1%}"
+    if "linear_probe_accuracy" in summary:
+        line += (f" (linear probe {summary['linear_probe_accuracy']:.1%}, ratio {summary['zero_shot_to_probe']:.2f};"
+                 f" membership AUC {summary['membership_auc']:.3f})")
+    epochs = f", {summary['epochs']:g} epochs" if "epochs" in summary else ""
+    return (line + f" after {summary['steps']} steps{epochs} ({summary['seconds']:.0f} s of training, "
+            f"{summary.get('world_size', 1)} process(es))")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pretrain", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -342,7 +353,7 @@ def parse_args(argv=None):
                         + " (default: %(default)s)")
     parser.add_argument("--model", default=None, help="model config name (default: "
                         + " / ".join(spec.default_model for spec in geometry_specs()) + ")")
-    parser.add_argument("--dataset", default="shapes", help="shapes, digits or a dataset folder")
+    parser.add_argument("--dataset", default="shapes", help="a built-in dataset (" + ", ".join(list_datasets()) + ") or a dataset folder")
     parser.add_argument("--out", default=None, help="checkpoint file (default: runs/pretrained/<model>-<dataset>-seed<seed>.pt)")
     parser.add_argument("--epochs", type=float, default=None,
                         help=f"passes over the train split (default: {DEFAULT_RECIPE['epochs']}, and at least "
@@ -433,9 +444,7 @@ def _main(args) -> int:
                            world=world, workers=args.workers, **settings)
         barrier(world)  # rank 0 has written the final checkpoint
     if world.is_main:
-        print(f"{model_name} on {dataset.name}: zero-shot leaf accuracy {summary['zero_shot_accuracy']:.1%} "
-              f"after {summary['steps']} steps ({summary['seconds']:.0f} s of training, "
-              f"{world.size} process(es)); checkpoint {out}")
+        print(describe_summary(f"{model_name} on {dataset.name}", summary) + f"; checkpoint {out}")
     return 0
 
 

@@ -46,7 +46,7 @@ from .report import NOT_MEASURED
 
 # `--geometry both`: the comparison this toolkit exists for, hyperbolic MERU next to Euclidean CLIP.
 BOTH = ("lorentz", "euclidean")
-DEFAULT_FORGET = {"shapes": "triangle", "digits": "seven"}
+DEFAULT_FORGET = {"shapes": "triangle", "digits": "seven", "glyphs": "letter_b"}
 OUT_LOCK = ".lock"  # inside the output folder
 
 # Options whose empty value would silently mean something else: the default (``--forget ""``) or
