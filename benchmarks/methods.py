@@ -75,7 +75,7 @@ def create_method(name: str):
         return _METHODS[name]()
     if name in unlearning.list_objectives():
         return ObjectiveMethod(name)
-    raise InputError(f"--method {name}: unknown method; known: {', '.join(list_methods())}")
+    raise InputError(f"--method {name}: unknown objective or method; known: {', '.join(list_methods())}")
 
 
 class ObjectiveMethod:
