@@ -3,6 +3,8 @@
     python -m benchmarks.run --geometry lorentz          # HAC on MERU (the built-in default)
     python -m benchmarks.run --geometry both             # HAC on MERU next to AC on CLIP
     python -m benchmarks.run --geometry both --scaling 1,2,4,8
+    python -m benchmarks.run --method hac,retrain        # HAC next to the retrain oracle (gap in report.md)
+    python -m benchmarks.run --sequential triangle,heart,ring   # one request after another
     python -m benchmarks.run --ablation
     python -m benchmarks.run --dataset shapes --list-concepts
 

@@ -163,6 +163,7 @@ def resume(bench, stages: list, results, checkpoint: StageCheckpoint) -> tuple:
     if bench.world.is_main:
         tell(f"    continuing after stage {stage} (its model is in {checkpoint.path})")
         if record["key"] not in results.keys():
+            tell(f"    the record of stage {stage} was missing from {results.path}: restored from {checkpoint.path}")
             results.append(record)
     return stage, model
 

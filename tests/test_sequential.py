@@ -116,22 +116,29 @@ def test_two_stages_are_audited_and_a_rerun_continues_after_the_last_finished_st
 
 
 def test_a_lost_stage_checkpoint_redoes_the_stages_before_without_recording_them_again(tmp_path, dataset, capsys,
-                                                                                         stages_run):
+                                                                                         monkeypatch, stages_run):
     out = tmp_path / "out"
     args = ["--dataset", str(dataset), "--cache", str(tmp_path / "cache"), "--out", str(out), "--steps", "1",
             "--sequential", "circle,square"]
+    real = sequential.run_stage
+
+    def interrupted_at_stage_2(bench, spec, start_model):
+        if spec.stage == 2:
+            raise KeyboardInterrupt
+        return real(bench, spec, start_model)
+
+    monkeypatch.setattr(sequential, "run_stage", interrupted_at_stage_2)
     code, _, err = _run(args, capsys)
-    assert code == 0, err
-    records = (out / "results.jsonl").read_text()
-    lines = records.splitlines(keepends=True)
-    (out / "results.jsonl").write_text(lines[0])  # stage 2 not recorded ...
-    shutil.rmtree(out / "sequential")  # ... and no model to continue from
+    assert code == 130, err
+    stage_1 = (out / "results.jsonl").read_text()
+    shutil.rmtree(out / "sequential")  # stage 1 is recorded, but there is no model to continue from
+    monkeypatch.setattr(sequential, "run_stage", real)
     stages_run.clear()
     code, _, err = _run(args, capsys)
     assert code == 0, err
     assert [(method, stage) for method, stage, _ in stages_run] == [("hac", 1), ("hac", 2)]
-    assert "again, to rebuild its model" in err
-    assert (out / "results.jsonl").read_text().startswith(lines[0])
+    assert "stage 1/2: forgetting circle again, to rebuild its model" in err
+    assert (out / "results.jsonl").read_text().startswith(stage_1)
     assert [r["stage"] for r in _records(out)] == [1, 2]
 
 
