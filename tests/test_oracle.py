@@ -142,3 +142,16 @@ def test_oracle_gaps_exact_values():
     assert table[2] == "| hac (lorentz) | a, b | 1 | 25.0 | 12.5 | 0.0 | 50.0 | 21.9 |"
     assert table[3] == "| ac (lorentz) | a, b | 1 | 12.5 | 0.0 | 25.0 | n/a | n/a |"
     assert oracle_table(records[:1]) is None
+
+
+@pytest.mark.parametrize("rows", ["none", "test split"])
+def test_pretraining_refuses_train_rows_outside_the_train_split(tmp_path, rows):
+    import models
+    from benchmarks.pretrain import pretrain
+
+    data = EncodedDataset.build(load_dataset(write_dataset(tmp_path / "data", pairs())), 20)
+    chosen = np.array([], dtype=np.int64) if rows == "none" else data.dataset.indices("test")
+    with pytest.raises(ValueError, match=r"train_rows must be a non-empty subset of the train split of 'data', "
+                                         rf"got {len(chosen)} row\(s\)"):
+        pretrain(models.create_model("clip-tiny"), data, steps=1, batch_size=4, lr=1e-3, warmup=1, progress=False,
+                 train_rows=chosen)
