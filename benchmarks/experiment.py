@@ -5,13 +5,12 @@ The harness (:mod:`benchmarks.run`) plans many of these; this module holds the p
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -45,12 +44,15 @@ class RunSpec:
     seed: int
     variant: str = ""  # a label for ablation variants
     options: tuple = ()  # objective options as sorted (name, value) pairs
+    per_run_figures: ClassVar[bool] = True  # figures of its models (first seed), redrawn when deleted
 
     @property
     def key(self) -> str:
-        payload = json.dumps([self.geometry, self.method, list(self.forget), self.seed, self.variant,
-                              [list(o) for o in self.options]])
-        return hashlib.sha1(payload.encode()).hexdigest()[:16]
+        return hashlib.sha1(json.dumps(self._identity()).encode()).hexdigest()[:16]
+
+    def _identity(self) -> list:
+        """What the key is a digest of (a subclass adds to it; these fields keep their old keys)."""
+        return [self.geometry, self.method, list(self.forget), self.seed, self.variant, [list(o) for o in self.options]]
 
     @property
     def label(self) -> str:
@@ -67,32 +69,51 @@ PRETRAINING_SEED = 0
 
 
 class CacheEntry(NamedTuple):
-    """Where the pretrained-model cache keeps one default model (:func:`pretrained_entry`)."""
+    """Where the pretrained-model cache keeps one default model (:func:`pretrained_entry`): the
+    file, the fingerprint it is keyed by, the pretraining ``settings`` (the recipe) and the
+    concepts whose pairs it never saw (``forget``: empty for the full model, the forget set for
+    the retrain oracle)."""
 
     path: Path
     fingerprint: str
+    settings: dict
+    forget: tuple = ()
 
     def metadata(self, data: EncodedDataset) -> dict:
-        """The checkpoint metadata of this entry: the data's, plus the fingerprints it is keyed by."""
+        """The checkpoint metadata of this entry: the data's, plus the fingerprints it is keyed by
+        (and, for an oracle, the concepts it was trained without)."""
+        oracle = {"trained_without": list(self.forget)} if self.forget else {}
         return {**checkpoint_metadata(data, PRETRAINING_SEED), "dataset_fingerprint": data.fingerprint,
-                "cache_fingerprint": self.fingerprint}
+                "cache_fingerprint": self.fingerprint, **oracle}
+
+    def train_rows(self, data: EncodedDataset) -> np.ndarray | None:
+        """The train pairs this entry learns from: all (``None``), or those showing no concept of
+        ``forget`` (the retain pairs of ``dataset.split_forget_retain``)."""
+        if not self.forget:
+            return None
+        return data.dataset.split_forget_retain(list(self.forget), "train")[1]
 
 
-def pretrained_entry(geometry: str, data: EncodedDataset, cache_dir) -> CacheEntry:
-    """``(path, fingerprint)`` of the cache entry holding the default pretrained model of
-    ``geometry`` for ``data``: the one place that knows the cache's layout. The fingerprint covers
-    everything the model depends on — the dataset's content, the model config, the pretraining
-    settings and seed — and a short form of it is part of the file name, so two datasets that
-    share a name never share an entry."""
+def pretrained_entry(geometry: str, data: EncodedDataset, cache_dir, *, forget=()) -> CacheEntry:
+    """The cache entry holding the default pretrained model of ``geometry`` for ``data``: the one
+    place that knows the cache's layout. The fingerprint covers everything the model depends on —
+    the dataset's content, the model config, the pretraining settings and seed, and with
+    ``forget`` (the retrain oracle) the concepts whose pairs are left out — and a short form of it
+    is part of the file name, so two datasets that share a name never share an entry."""
     name = default_model(geometry)
-    fingerprint = json_fingerprint({
-        "dataset": data.fingerprint,
-        "model": models.model_config(name).to_dict(),
-        "settings": default_settings(len(data.dataset.indices("train"))),
-        "seed": PRETRAINING_SEED,
-    })
-    path = Path(cache_dir) / f"{name}-{data.dataset.name}-{short(fingerprint)}-seed{PRETRAINING_SEED}.pt"
-    return CacheEntry(path, fingerprint)
+    forget = tuple(sorted(forget))  # the same oracle whatever order the concepts are named in
+    # The same recipe for the oracle: as many passes over its (smaller) train split.
+    train_pairs = len(data.dataset.split_forget_retain(list(forget), "train")[1]) if forget \
+        else len(data.dataset.indices("train"))
+    settings = default_settings(train_pairs)
+    inputs = {"dataset": data.fingerprint, "model": models.model_config(name).to_dict(), "settings": settings,
+              "seed": PRETRAINING_SEED}
+    if forget:  # only then: the full model's fingerprints stay what they were
+        inputs["trained_without"] = list(forget)
+    fingerprint = json_fingerprint(inputs)
+    kind = "-retrain" if forget else ""
+    path = Path(cache_dir) / f"{name}-{data.dataset.name}{kind}-{short(fingerprint)}-seed{PRETRAINING_SEED}.pt"
+    return CacheEntry(path, fingerprint, settings, forget)
 
 
 def pretrained_model(geometry: str, data: EncodedDataset, *, cache_dir: Path, device, progress: bool,
@@ -104,6 +125,16 @@ def pretrained_model(geometry: str, data: EncodedDataset, *, cache_dir: Path, de
     :class:`~benchmarks.locks.LockBusy`) and then reuses the finished checkpoint. In a distributed
     run rank 0 holds the lock and writes the entry; all processes train it together."""
     entry = pretrained_entry(geometry, data, cache_dir)
+    return cached_model(entry, geometry, data, device=device, progress=progress, lock_timeout=lock_timeout,
+                        notify=notify, world=world, workers=workers)[0]
+
+
+def cached_model(entry: CacheEntry, geometry: str, data: EncodedDataset, *, device, progress: bool,
+                 lock_timeout: float | None = None, notify=tell, world: World = SINGLE,
+                 workers: int | None = None) -> tuple:
+    """``(model, metadata)`` of the cache ``entry``, pretrained now (resumably, under the entry's
+    lock) when it is missing or unfinished: what :func:`pretrained_model` does, for any entry —
+    the full model's or a retrain oracle's (:func:`pretrained_entry` with ``forget``)."""
     path = entry.path
     lock = hold_lock(path.with_name(path.name + ".lock"), f"the pretrained-model cache entry {path}",
                      timeout=lock_timeout, notify=notify) if world.is_main else contextlib.nullcontext()
@@ -115,19 +146,20 @@ def pretrained_model(geometry: str, data: EncodedDataset, *, cache_dir: Path, de
         payload = read_checkpoint(path)
     model, metadata = model_from_payload(payload, path, expected_geometry=geometry)
     check_classes(path, metadata, data)
-    return model.to(device).eval()
+    return model.to(device).eval(), metadata
 
 
 def _pretrain_entry(entry: CacheEntry, geometry: str, data: EncodedDataset, *, device, progress: bool,
                     world: World = SINGLE, workers: int | None = None) -> None:
-    """Pretrain the default model of ``geometry`` on ``data`` into the cache ``entry`` (resuming an
-    interrupted run there); its metadata records the fingerprints it was keyed by."""
+    """Pretrain the default model of ``geometry`` on ``data`` (on the entry's train rows) into the
+    cache ``entry`` (resuming an interrupted run there); its metadata records the fingerprints it
+    was keyed by."""
     torch.manual_seed(PRETRAINING_SEED)  # before building: reproducible initial weights
     model = models.create_model(default_model(geometry))
     check_vocabulary(model, data)
     pretrain(model, data, seed=PRETRAINING_SEED, device=device, checkpoint=entry.path,
              metadata=entry.metadata(data), progress=progress, world=world, workers=workers,
-             **default_settings(len(data.dataset.indices("train"))))
+             train_rows=entry.train_rows(data), **entry.settings)
 
 
 def check_vocabulary(model, data: EncodedDataset) -> None:
@@ -202,60 +234,50 @@ def trainer_settings(method: str, forget_count: int) -> dict:
     return {**settings, "eval_every": EVAL_EVERY, "target_forget_accuracy": TARGET_FORGET_ACCURACY}
 
 
-def run_one(spec: RunSpec, base_model, data: EncodedDataset, context, before: dict, *, device,
-            progress: bool, settings: dict | None = None, workers: int | None = None) -> tuple:
-    """Unlearn ``spec`` from a copy of ``base_model`` and audit it. Returns ``(record, model)``.
-    In a distributed run (``context.world``) every process calls this; the record states the
-    ``world_size``, which changes no number beyond float rounding."""
+def run_one(spec: RunSpec, start_model, context, before: dict, *, environment, overrides: dict | None = None,
+            unlearn_context=None) -> tuple:
+    """Make the model of ``spec`` from ``start_model`` with its method (:mod:`benchmarks.methods`:
+    unlearning a copy, or the retrain oracle) and audit it on ``context``. Returns ``(record, model)``.
+    ``environment`` (:class:`~benchmarks.methods.Environment`) says where it runs; ``overrides``
+    replace trainer settings (``--steps``, ...); ``unlearn_context`` is the problem the method
+    solves when it is not the audited one (a stage of a sequence: forget the request, keep what
+    was not forgotten before). In a distributed run (``context.world``) every process calls this;
+    the record states the ``world_size``, which changes no number beyond float rounding."""
     from .audits import run_audits
+    from .methods import create_method
 
-    settings = {**trainer_settings(spec.method, len(spec.forget)), **(settings or {})}
-    model = copy.deepcopy(base_model)
-    train_data = unlearning_data(context, seed=spec.seed)
+    device = environment.device
     _reset_peak_memory(device)
     began = time.perf_counter()
-    objective, result = _unlearn(spec, model, train_data, settings, device=device, progress=progress,
-                                 world=context.world, workers=workers)
-    unlearn_seconds = time.perf_counter() - began
-    after = run_audits(model, context)
+    outcome = create_method(spec.method).run(spec, start_model, unlearn_context or context,
+                                             overrides=overrides or {}, environment=environment)
+    seconds = time.perf_counter() - began
+    after = run_audits(outcome.model, context)
     record = {
         "key": spec.key,
         **spec.as_dict(),
         "label": spec.label,
-        "model": base_model.config.name,
-        "dataset": data.dataset.name,
-        "settings": settings,
+        "model": start_model.config.name,
+        "dataset": context.data.dataset.name,
+        "settings": outcome.settings,
         "world_size": context.world.size,
-        "objective": asdict(objective),
+        "objective": outcome.details,
         "before": before,
         "after": after,
-        "unlearning": {
-            "steps": result.steps, "seconds": round(result.seconds, 2), "stopped_early": result.stopped_early,
-            "samples_per_second": round(result.samples_per_second, 1), "evaluations": result.evaluations,
-            "losses": result.history,
-            "peak_memory_mb": _peak_memory_mb(device),
-        },
-        "seconds": round(unlearn_seconds, 2),
+        "unlearning": {**outcome.unlearning, "peak_memory_mb": _peak_memory_mb(device)},
+        "seconds": round(seconds, 2),
     }
-    return record, model
+    return record, outcome.model
 
 
-def unlearned_copy(spec: RunSpec, base_model, context, settings: dict, *, device, progress: bool = False):
-    """A copy of ``base_model`` unlearned as :func:`run_one` unlearned it for ``spec`` under the
-    trainer ``settings`` of its record (the same seed: the same model on CPU). Redrawing a finished
-    run's deleted figures needs it; its record stays as it is."""
-    model = copy.deepcopy(base_model)
-    _unlearn(spec, model, unlearning_data(context, seed=spec.seed), settings, device=device, progress=progress)
-    return model
+def unlearned_copy(spec: RunSpec, base_model, context, settings: dict, *, environment):
+    """The model :func:`run_one` made for ``spec`` from ``base_model``, made again under the
+    ``settings`` of its record (the same seed: the same model on CPU; the oracle comes from the
+    cache). Redrawing a finished run's deleted figures needs it; its record stays as it is."""
+    from .methods import create_method
 
-
-def _unlearn(spec: RunSpec, model, train_data, settings: dict, *, device, progress: bool,
-             world: World = SINGLE, workers: int | None = None) -> tuple:
-    """Unlearn ``spec``'s concepts from ``model`` in place: ``(objective, trainer result)``."""
-    objective = unlearning.create_objective(spec.method, **dict(spec.options))
-    result = unlearning.unlearn(model, train_data, objective, seed=spec.seed, device=device, progress=progress,
-                                world=world, workers=workers, **settings)
-    return objective, result
+    return create_method(spec.method).run(spec, base_model, context, overrides=settings,
+                                          environment=environment).model
 
 
 def _reset_peak_memory(device) -> None:

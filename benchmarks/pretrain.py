@@ -183,7 +183,8 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
              seed: int = 0, device=None,
              checkpoint: str | Path | None = None, checkpoint_every: int = 200,
              checkpoint_seconds: float = 600.0, metadata: dict | None = None, progress: bool = True,
-             world: World | None = None, workers: int | None = None) -> dict:
+             world: World | None = None, workers: int | None = None,
+             train_rows: np.ndarray | None = None) -> dict:
     """Train ``model`` on the train split of ``data`` with the model's pretraining loss.
 
     ``entailment_warmup`` (default: a quarter of ``steps``) is how many steps MERU's entailment
@@ -198,13 +199,21 @@ def pretrain(model, data: EncodedDataset, *, steps: int, batch_size: int, lr: fl
     ``batch_size`` is the global batch. With ``world`` (a ``torchrun`` launch), every process takes
     its slice of each global batch and the loss is computed on the gathered batch, so the run is
     the single-process run whatever the number of processes (:mod:`models.distributed`); only rank 0
-    writes the checkpoint. File-backed images are decoded by ``workers`` data-loader processes."""
+    writes the checkpoint. File-backed images are decoded by ``workers`` data-loader processes.
+
+    ``train_rows`` (default: the whole train split) restricts training to those pairs of the train
+    split: the retrain oracle learns from the retain pairs only."""
     world = world or SINGLE
     if entailment_warmup is None:
         entailment_warmup = default_entailment_warmup(steps)
     check_schedule(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, entailment_warmup=entailment_warmup)
     check_divisible(batch_size, world.size)
     train, test = check_splits(data)
+    if train_rows is not None:  # a non-empty part of the train split: an empty one would never yield a batch
+        if len(train_rows) == 0 or not np.isin(train_rows, train).all():
+            raise ValueError(f"train_rows must be a non-empty subset of the train split of {data.dataset.name!r}, "
+                             f"got {len(train_rows)} row(s)")
+        train = np.asarray(train_rows)
     device = torch.device(device or "cpu")
     model.to(device)
     torch.manual_seed(seed)

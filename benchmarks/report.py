@@ -9,6 +9,7 @@ import numpy as np
 
 from .audits import headline_columns
 from .common import atomic_write_text
+from .methods import ORACLE
 
 NOT_MEASURED = "n/a"  # a metric recorded as null (or non-finite): nothing to measure it on
 
@@ -18,12 +19,24 @@ def _format(values, kind: str) -> str:
     values = [v for v in values if v is not None and np.isfinite(v)]
     if not values:
         return NOT_MEASURED
-    scale, suffix, digits = {"pct": (100.0, "%", 1), "num": (1.0, "", 3), "int": (1.0, "", 0),
-                             "sec": (1.0, "", 1)}[kind]
+    scale, suffix, digits = {"pct": (100.0, "%", 1), "pts": (100.0, "", 1), "num": (1.0, "", 3),
+                             "int": (1.0, "", 0), "sec": (1.0, "", 1)}[kind]
     mean = np.mean(values) * scale
     if len(values) == 1:
         return f"{mean:.{digits}f}{suffix}"
     return f"{mean:.{digits}f} ± {np.std(values, ddof=1) * scale:.{digits}f}{suffix}"
+
+
+def percent(value) -> str:
+    return f"{value:.1%}" if value is not None and np.isfinite(value) else NOT_MEASURED
+
+
+def outcome_line(record: dict) -> str:
+    """One line on what a finished run did to forget and retain accuracy, for the progress log."""
+    before, after = record["before"], record["after"]
+    return (f"    forget accuracy {percent(before['forget_accuracy'])} -> {percent(after['forget_accuracy'])}, "
+            f"retain accuracy {percent(before['retain_accuracy'])} -> {percent(after['retain_accuracy'])} "
+            f"({record['seconds']:.0f} s)")
 
 
 def group_records(records: list) -> "OrderedDict[tuple, list]":
@@ -75,6 +88,82 @@ def cost_table(records: list) -> str:
     return "\n".join(lines)
 
 
+#: The metrics compared with the retrain oracle's (record keys of ``after``), with their table titles.
+ORACLE_METRICS = {"forget_accuracy": "forget acc", "retain_accuracy": "retain acc", "mia_auc": "MIA AUC",
+                  "parent_accuracy": "parent acc"}
+
+
+def oracle_gaps(records: list) -> list:
+    """``(record, gaps)`` for every record, the oracle's own excepted, whose (geometry, forget set,
+    seed) has a retrain-oracle record: ``gaps[m] = |after[m] − oracle after[m]|`` for each metric
+    of :data:`ORACLE_METRICS` and ``gaps["average_gap"]`` their mean (SalUn's "average gap",
+    docs/SPEC.md section 5). A gap is ``None`` where either value was not measured, and so is the
+    average then (a mean over fewer metrics would not compare with the others)."""
+    oracles = {_oracle_key(r): r["after"] for r in records if r["method"] == ORACLE}
+    pairs = []
+    for record in records:
+        oracle = oracles.get(_oracle_key(record))
+        if record["method"] == ORACLE or oracle is None:
+            continue
+        gaps = {metric: _gap(record["after"].get(metric), oracle.get(metric)) for metric in ORACLE_METRICS}
+        measured = [gap for gap in gaps.values() if gap is not None]
+        gaps["average_gap"] = sum(measured) / len(measured) if len(measured) == len(ORACLE_METRICS) else None
+        pairs.append((record, gaps))
+    return pairs
+
+
+def _oracle_key(record: dict) -> tuple:
+    """What a record shares with its oracle: the model's geometry, the forget set (in any order:
+    the oracle is trained without all of it) and the seed."""
+    return record["geometry"], tuple(sorted(record["forget"])), record["seed"]
+
+
+def _gap(value, oracle) -> float | None:
+    if value is None or oracle is None or not (np.isfinite(value) and np.isfinite(oracle)):
+        return None
+    return abs(value - oracle)
+
+
+def oracle_table(records: list) -> str | None:
+    """The gaps to the retrain oracle, in percentage points (MIA AUC × 100), mean ± standard
+    deviation over seeds; ``None`` when no record has an oracle."""
+    pairs = oracle_gaps(records)
+    if not pairs:
+        return None
+    columns = [*ORACLE_METRICS, "average_gap"]
+    titles = [f"{ORACLE_METRICS[c]} gap" if c in ORACLE_METRICS else "average gap" for c in columns]
+    lines = ["| run | forget | seeds | " + " | ".join(titles) + " |", "|" + "---|" * (len(columns) + 3)]
+    gaps_of = {id(record): gaps for record, gaps in pairs}
+    for (label, forget), group in group_records([record for record, _ in pairs]).items():
+        cells = [_format([gaps_of[id(r)][c] for r in group], "pts") for c in columns]
+        lines.append(f"| {label} | {', '.join(forget)} | {len(group)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def sequential_tables(records: list) -> list:
+    """One table per sequence of one method on one model (``--sequential``): a row per stage with
+    the request's forget accuracy, the forget accuracy of everything forgotten so far, retain,
+    parent accuracy and MIA AUC after the stage, mean ± standard deviation over seeds."""
+    sequences: OrderedDict = OrderedDict()
+    for record in records:
+        if "stage" in record:
+            stages = sequences.setdefault((record["label"], tuple(record["sequence"])), OrderedDict())
+            stages.setdefault(record["stage"], []).append(record)
+    parts = []
+    for (label, sequence), stages in sequences.items():
+        lines = [f"### {label}: {' → '.join(sequence)}",
+                 "| stage | request | forgotten so far | seeds | request forget acc ↓ | forget acc (so far) ↓ | "
+                 "retain acc ↑ | parent acc | MIA AUC |", "|---|---|---|---|---|---|---|---|---|"]
+        for stage, group in sorted(stages.items()):
+            cells = [_format([r["after"].get(key) for r in group], kind) for key, kind in (
+                ("request_forget_accuracy", "pct"), ("forget_accuracy", "pct"), ("retain_accuracy", "pct"),
+                ("parent_accuracy", "pct"), ("mia_auc", "num"))]
+            lines.append(f"| {stage} | {group[0]['request']} | {', '.join(group[0]['forget'])} | {len(group)} | "
+                         + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return parts
+
+
 def write_report(out: Path, records: list, *, scaling: bool = False, figures: bool = True) -> str:
     """Write ``out/report.md`` (atomically) and return its text."""
     if not records:
@@ -92,6 +181,17 @@ def write_report(out: Path, records: list, *, scaling: bool = False, figures: bo
         "## Retrieval (test pairs)", recall_table(records),
         "## Cost", cost_table(records),
     ]
+    gaps = oracle_table(records)
+    if gaps is not None:
+        parts += ["## Gap to the retrain oracle",
+                  "The gap |metric − oracle's metric| after unlearning, in percentage points (MIA AUC × 100), for runs "
+                  "whose model, forget set and seed have a `retrain` record; the average gap is the mean of the "
+                  "four (SalUn's \"average gap\"; lower is closer to retraining without the forget pairs).", gaps]
+    stages = sequential_tables(records)
+    if stages:
+        parts += ["## Sequential unlearning",
+                  "After each request, on the model that forgot the requests before it (accuracies after the "
+                  "stage; \"so far\": over every concept forgotten up to that stage).", *stages]
     if figures:
         figure_files = sorted(p.name for p in Path(out).glob("*.png"))
         if figure_files:

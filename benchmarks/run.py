@@ -3,6 +3,8 @@
     python -m benchmarks.run --geometry lorentz          # HAC on MERU (the built-in default)
     python -m benchmarks.run --geometry both             # HAC on MERU next to AC on CLIP
     python -m benchmarks.run --geometry both --scaling 1,2,4,8
+    python -m benchmarks.run --method hac,retrain        # HAC next to the retrain oracle (gap in report.md)
+    python -m benchmarks.run --sequential triangle,heart,ring   # one request after another
     python -m benchmarks.run --ablation
     python -m benchmarks.run --dataset shapes --list-concepts
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import json
 import math
 import sys
@@ -29,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 import models
-import unlearning
 from manifolds import geometry_names, geometry_spec, geometry_specs
 
 from models.distributed import SINGLE, World, barrier, init_from_environment, process_device
@@ -41,8 +43,10 @@ from .experiment import (ResultsFile, RunSpec, check_classes, check_vocabulary, 
                          pretrained_model, run_one, unlearned_copy)
 from .fingerprints import file_sha256, json_fingerprint, short
 from .locks import LockBusy, hold_lock
+from .methods import ORACLE, Environment, create_method, list_methods
 from .pretrain import default_model
-from .report import NOT_MEASURED
+from .report import outcome_line
+from .sequential import check_sequence, run_sequences, stage_specs
 
 # `--geometry both`: the comparison this toolkit exists for, hyperbolic MERU next to Euclidean CLIP.
 BOTH = ("lorentz", "euclidean")
@@ -51,7 +55,7 @@ OUT_LOCK = ".lock"  # inside the output folder
 
 # Options whose empty value would silently mean something else: the default (``--forget ""``) or
 # the current folder (``--out ""``).
-NON_EMPTY_OPTIONS = ("method", "forget", "scaling", "dataset", "checkpoint", "model", "out", "cache")
+NON_EMPTY_OPTIONS = ("method", "forget", "scaling", "sequential", "dataset", "checkpoint", "model", "out", "cache")
 
 # What each split is for, in the message refusing a dataset or a concept without pairs in it.
 SPLIT_USES = {"train": "pretraining and unlearning learn from it", "test": "the audit measures on it"}
@@ -75,7 +79,8 @@ CONFIG_FIELDS = {
     "dataset_fingerprint": ("dataset content differs", lambda fp: f"fingerprint {short(fp)}"),
     "model_fingerprints": ("the models differ (another --checkpoint file, model config or pretraining)",
                            _show_fingerprints),
-    "runs": ("the planned runs differ (--geometry, --method, --forget, --seeds, --scaling or --ablation)", None),
+    "runs": ("the planned runs differ (--geometry, --method, --forget, --seeds, --scaling, --sequential or "
+             "--ablation)", None),
     "steps": ("--steps differs", json.dumps),
     "batch_size": ("--batch-size differs", json.dumps),
     "early_stop": ("--no-early-stop differs", json.dumps),
@@ -94,10 +99,11 @@ def parse_args(argv=None):
                         + f", both = {' and '.join(BOTH)} side by side, or a comma-separated list "
                         "(default: %(default)s)")
     parser.add_argument("--method", default=None,
-                        help="objective(s), comma-separated (default: "
+                        help="method(s): unlearning objectives or the retrain oracle, comma-separated (default: "
                              + ", ".join(f"{spec.default_method} on {spec.display_name}" for spec in geometry_specs())
                              + "); "
-                             f"known: {', '.join(unlearning.list_objectives())}")
+                             f"known: {', '.join(list_methods())} ({ORACLE} = the retrain oracle: the default "
+                             "model pretrained without the forget pairs)")
     parser.add_argument("--forget", default=None, help="concept(s) to forget, comma-separated "
                         "(default: triangle for shapes, seven for digits, else the first leaf)")
     parser.add_argument("--dataset", default="shapes", help="shapes, digits or a dataset folder (default: shapes)")
@@ -115,6 +121,9 @@ def parse_args(argv=None):
                         help="data-loader processes decoding image files (default: the CPUs, at most 8)")
     parser.add_argument("--list-concepts", action="store_true", help="print every concept with its parent and exit")
     parser.add_argument("--scaling", default=None, help="forget that many concepts at once, e.g. 1,2,4,8")
+    parser.add_argument("--sequential", default=None, metavar="A,B,...",
+                        help="forget these concepts one request after another on the same model, auditing "
+                             "after each request (resumable stage by stage)")
     parser.add_argument("--ablation", action="store_true",
                         help="HAC with each component off, AC on MERU and AC on CLIP")
     parser.add_argument("--steps", type=int, default=None, help="override the unlearning steps of every method")
@@ -236,54 +245,71 @@ def check_forget_set(dataset, concepts) -> None:
 def plan(args, data: EncodedDataset) -> list:
     """Every run the command asks for, in order."""
     geometries = chosen_geometries(args.geometry)
-    known = unlearning.list_objectives()
     methods = comma_list("method", args.method) if args.method is not None else None
     for method in methods or []:
-        if method not in known:
-            raise UsageError(f"--method {method}: unknown objective; known: {', '.join(known)}")
-    forget = tuple(comma_list("forget", args.forget)) if args.forget is not None else (
+        create_method(method)  # an unknown name is refused here, listing the known ones
+    forget = known_concepts("forget", comma_list("forget", args.forget), data) if args.forget is not None else (
         DEFAULT_FORGET.get(data.dataset.name) or data.classes[0],)
-    for concept in forget:
+    check_numbers(args)
+    check_modes(args)
+    runs_of = run_layout(args, data, forget)
+    specs = []
+    for seed in range(args.seeds):
+        if args.ablation:
+            specs += ablation_specs(forget, seed)
+            continue
+        for geometry in geometries:
+            for method in methods or [geometry_spec(geometry).default_method]:
+                specs += runs_of(geometry, method, seed)
+    for spec in specs:
+        create_method(spec.method).check(spec, checkpoint=args.checkpoint is not None)
+    for concepts in dict.fromkeys(spec.forget for spec in specs):
+        check_forget_set(data.dataset, concepts)
+    return specs
+
+
+def known_concepts(option: str, concepts: list, data: EncodedDataset) -> tuple:
+    """``concepts`` as a tuple, after refusing one the dataset does not have."""
+    for concept in concepts:
         if concept not in data.dataset.hierarchy:
-            raise UsageError(f"--forget {concept}: unknown concept in {data.dataset.name!r}; known: "
+            raise UsageError(f"--{option} {concept}: unknown concept in {data.dataset.name!r}; known: "
                              f"{', '.join(data.dataset.hierarchy.concepts())}")
+    return tuple(concepts)
+
+
+def check_numbers(args) -> None:
+    """Refuse counts that cannot be meant (--seeds, --steps, --batch-size)."""
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
     if args.batch_size is not None and args.batch_size < 2:
         raise UsageError(f"--batch-size must be at least 2 (a retain and a forget pair), got {args.batch_size}")
-    if args.ablation and (args.method or args.scaling or args.checkpoint):
-        raise UsageError("--ablation runs its own methods on both default models; drop --method, --scaling "
-                         "and --checkpoint")
+
+
+def check_modes(args) -> None:
+    """Refuse combinations of --ablation, --scaling, --sequential and --forget that contradict each other."""
+    if args.ablation and (args.method or args.scaling or args.checkpoint or args.sequential):
+        raise UsageError("--ablation runs its own methods on both default models; drop --method, --scaling, "
+                         "--sequential and --checkpoint")
     if args.scaling and args.forget is not None:
         raise UsageError("--scaling draws the concepts it forgets; drop --forget")
-    specs = []
-    for seed in range(args.seeds):
-        if args.ablation:
-            specs += ablation_specs(forget, seed)
-            continue
-        forget_sets = [forget]
-        if args.scaling:
-            forget_sets = [draw_concepts(data.classes, k, seed=1234) for k in scaling_counts(args.scaling)]
-        for geometry in geometries:
-            for method in methods or [geometry_spec(geometry).default_method]:
-                for concepts in forget_sets:
-                    specs.append(RunSpec(geometry, method, concepts, seed))
-    for spec in specs:
-        objective = unlearning.create_objective(spec.method, **dict(spec.options))
-        try:
-            unlearning.trainer_defaults(spec.method)  # the harness runs each objective with its own
-        except ValueError as error:
-            raise UsageError(f"--method {spec.method}: {error}") from None
-        if objective.requires_hyperbolic and not geometry_spec(spec.geometry).hyperbolic:
-            hyperbolic = [g.name for g in geometry_specs() if g.hyperbolic]
-            raise UsageError(f"--method {spec.method} needs a hyperbolic geometry ({', '.join(hyperbolic)}), "
-                             f"not {spec.geometry}; use ac for {geometry_spec(spec.geometry).display_name} "
-                             f"or --geometry {hyperbolic[0]}")
-    for concepts in dict.fromkeys(spec.forget for spec in specs):
-        check_forget_set(data.dataset, concepts)
-    return specs
+    if args.sequential and (args.forget is not None or args.scaling):
+        raise UsageError("--sequential names the concepts it forgets, one request after another; drop "
+                         f"{'--forget' if args.forget is not None else '--scaling'}")
+
+
+def run_layout(args, data: EncodedDataset, forget: tuple):
+    """``runs_of(geometry, method, seed)``: the runs of one method on one model — one per forget set
+    (``--forget``, or the draws of ``--scaling``), or the stages of the ``--sequential`` sequence."""
+    if args.sequential:
+        sequence = known_concepts("sequential", comma_list("sequential", args.sequential), data)
+        check_sequence(sequence, data.dataset.hierarchy)
+        return functools.partial(stage_specs, sequence=sequence)
+    forget_sets = [forget]
+    if args.scaling:
+        forget_sets = [draw_concepts(data.classes, k, seed=1234) for k in scaling_counts(args.scaling)]
+    return lambda geometry, method, seed: [RunSpec(geometry, method, concepts, seed) for concepts in forget_sets]
 
 
 def scaling_counts(value: str) -> list:
@@ -329,7 +355,8 @@ def config_differences(existing: dict, config: dict) -> list:
 
 
 def default_out(args, data: EncodedDataset) -> Path:
-    mode = "ablation" if args.ablation else f"scaling-{args.scaling.replace(',', '_')}" if args.scaling else None
+    mode = "ablation" if args.ablation else f"scaling-{args.scaling.replace(',', '_')}" if args.scaling else \
+        f"sequential-{args.sequential.replace(',', '+')}" if args.sequential else None
     parts = [data.dataset.name, "ablation" if args.ablation else args.geometry.replace(",", "+")]
     if args.method:
         parts.append(args.method.replace(",", "+"))
@@ -495,7 +522,8 @@ def _main(args) -> int:
         if world.is_main:
             tell(f"{len(specs)} run(s), {len(specs) - len(todo)} already done; results in {out}"
                  + (f"; {world.size} processes" if world.distributed else ""))
-        run_missing(bench, todo, results, out, inputs)
+        runner = run_sequences if args.sequential else run_missing  # stages run in order, each from the last
+        runner(bench, todo, results, out, inputs)
         if world.is_main:
             if not args.no_figures:
                 redraw_missing_figures(bench, specs, results, out)
@@ -543,6 +571,13 @@ class Workbench:
                 warn_if_not_known(spec, self.audits_before[key])
         return self.audits_before[key]
 
+    def environment(self, *, progress: bool, world: World | None = None) -> Environment:
+        """Where this command's methods run: its device, processes (``world``: default, all of
+        them), data-loader workers and pretrained-model cache."""
+        return Environment(device=self.device, progress=progress, world=self.world if world is None else world,
+                           workers=self.args.workers, cache_dir=Path(self.args.cache),
+                           lock_timeout=self.args.lock_timeout)
+
     def trainer_overrides(self) -> dict:
         """The trainer settings the command line overrides (--steps, --batch-size, --no-early-stop)."""
         overrides = {"steps": self.args.steps} if self.args.steps is not None else {}
@@ -575,26 +610,18 @@ def run_missing(bench: Workbench, todo: list, results: ResultsFile, out: Path, i
 
     for number, spec in enumerate(todo, 1):
         base, context, before = bench.base(spec.geometry), bench.context(spec), bench.before(spec)
+        environment = bench.environment(progress=bench.world.is_main and not bench.args.no_progress)
         if not bench.world.is_main:
-            run_one(spec, base, bench.data, context, before, device=bench.device, progress=False,
-                    settings=bench.trainer_overrides(), workers=bench.args.workers)
+            run_one(spec, base, context, before, environment=environment, overrides=bench.trainer_overrides())
             continue
         tell(f"[{number}/{len(todo)}] {spec.label}: forgetting {', '.join(spec.forget)} (seed {spec.seed})")
-        record, after_model = run_one(spec, base, bench.data, context, before, device=bench.device,
-                                      progress=not bench.args.no_progress, settings=bench.trainer_overrides(),
-                                      workers=bench.args.workers)
+        record, after_model = run_one(spec, base, context, before, environment=environment,
+                                      overrides=bench.trainer_overrides())
         record["inputs"] = inputs[spec.geometry]
         if not bench.args.no_figures and spec.seed == 0:  # before the record: a rerun redoes both
             write_figures(out, spec, base, after_model, context, record)
         results.append(record)
-        before, after = record["before"], record["after"]
-        tell(f"    forget accuracy {_percent(before['forget_accuracy'])} -> {_percent(after['forget_accuracy'])}, "
-             f"retain accuracy {_percent(before['retain_accuracy'])} -> {_percent(after['retain_accuracy'])} "
-             f"({record['seconds']:.0f} s)")
-
-
-def _percent(value) -> str:
-    return f"{value:.1%}" if value is not None and math.isfinite(value) else NOT_MEASURED
+        tell(outcome_line(record))
 
 
 def redraw_missing_figures(bench: Workbench, specs: list, results: ResultsFile, out: Path) -> None:
@@ -606,17 +633,17 @@ def redraw_missing_figures(bench: Workbench, specs: list, results: ResultsFile, 
     records = {record["key"]: record for record in results.records}
     for spec in specs:
         record = records.get(spec.key)
-        if spec.seed != 0 or record is None:
+        if spec.seed != 0 or record is None or not spec.per_run_figures:
             continue
         missing = [kind for kind, path in figure_paths(out, spec, record).items() if not path.exists()]
         base = after = context = None
         if any(kind in MODEL_FIGURES for kind in missing):
             tell(f"redrawing the {', '.join(missing)} figure(s) of {spec.label} forgetting {', '.join(spec.forget)}: "
-                 "redoing its unlearning (its record stays as it is)")
+                 "making its model again (its record stays as it is)")
             base, context = bench.base(spec.geometry), bench.context(spec)
             # Rank 0 alone: redone in one process (figures are pictures; no record changes).
             after = unlearned_copy(spec, base, replace(context, world=SINGLE, _cache=[]), record["settings"],
-                                   device=bench.device)
+                                   environment=bench.environment(progress=False, world=SINGLE))
         if missing:
             write_figures(out, spec, base, after, context, record, kinds=missing)
 
