@@ -61,7 +61,7 @@ def test_means_over_hand_picked_predictions():
         "tree_error": (0 + 2 + 3 + 5) / 4, "lca_depth": (3 + 2 + 1 + 0) / 4,
         "precision": (1 + 2 / 3 + 1 / 2 + 0) / 4, "recall": (1 + 2 / 3 + 1 / 3 + 0) / 4,
         "jaccard": (1 + 1 / 2 + 1 / 4 + 0) / 4,
-        "sibling_share": 1 / 3,  # of the three wrong predictions, only "dog" shares cat's parent
+        "sibling_rate": 1 / 4, "sibling_share": 1 / 3,  # of the three wrong predictions, only "dog" shares cat's parent
         "tree_error_uniform": (3 + 5 + 5 + 0 + 2) / 5,  # bird, boat, car, cat, dog against cat
     }, abs=1e-15)
 
@@ -130,8 +130,9 @@ def test_means_are_in_range_and_zero_exactly_when_all_correct(tree, data):
     true = torch.tensor(data.draw(st.lists(st.integers(0, len(leaves) - 1), min_size=n, max_size=n)))
     predicted = torch.tensor(data.draw(st.lists(st.integers(0, len(leaves) - 1), min_size=n, max_size=n)))
     results = hierarchical_scores(scores, predicted, true)
-    for key in ("precision", "recall", "jaccard"):
+    for key in ("precision", "recall", "jaccard", "sibling_rate"):
         assert 0 <= results[key] <= 1
+    assert results["sibling_rate"] * n <= int((predicted != true).sum()) + 1e-9  # siblings are wrong predictions
     assert (results["tree_error"] == 0) == bool(torch.equal(predicted, true))
     assert results["tree_error"] >= 0 and results["lca_depth"] >= 0
     assert math.isnan(results["sibling_share"]) == bool(torch.equal(predicted, true))
@@ -170,6 +171,8 @@ def test_audit_on_hand_made_embeddings(encoded, stand_in, tree_error, lca_depth,
     assert results["forget_tree_error"] == tree_error and results["forget_lca_depth"] == lca_depth
     assert results["forget_sibling_share"] == pytest.approx(sibling_share, nan_ok=True)
     assert results["retain_tree_error"] == 0 and results["retain_hierarchical_precision"] == 1
+    assert "retain_sibling_share" not in results and results["retain_sibling_rate"] == 0
+    assert results["forget_sibling_rate"] == (stand_in == "square")
     # shapes: 12 leaves at depth 2 in 3 families of 4; from a leaf: itself 0, 3 siblings at 2, 8 at 4.
     assert results["forget_tree_error_uniform"] == pytest.approx((3 * 2 + 8 * 4) / 12)
 

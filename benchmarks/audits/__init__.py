@@ -10,7 +10,8 @@ family         keys
 =============  ==========================================================================
 zero_shot      forget_accuracy, retain_accuracy, parent_accuracy, retain_parent_accuracy
 hierarchical   {forget|retain}_{tree_error, lca_depth, hierarchical_precision,
-               hierarchical_recall, hierarchical_jaccard, sibling_share, tree_error_uniform}
+               hierarchical_recall, hierarchical_jaccard, sibling_rate, tree_error_uniform},
+               forget_sibling_share
 retrieval      recall {retain|forget: {image_to_text|text_to_image: {"1", "5", "10"}}}
 alignment      alignment_matrix, alignment_groups, alignment_gap, retain_alignment_gap,
                alignment_gaps, alignment_matched, alignment_mismatched

@@ -82,7 +82,8 @@ def ancestor_sets(hierarchy, classes: Sequence[str]) -> np.ndarray:
 
 def hierarchical_scores(scores: TreeScores, predictions: torch.Tensor, targets: torch.Tensor) -> dict:
     """Means over images of the :class:`TreeScores` of ``predictions[i]`` against ``targets[i]``
-    (class indices ``(n,)``), plus:
+    (class indices ``(n,)``): ``tree_error``, ``lca_depth``, ``precision``, ``recall``,
+    ``jaccard``, ``sibling_rate`` (the fraction of images predicted as a sibling), plus:
 
     - ``sibling_share``: among the wrongly predicted images, the fraction predicted as a sibling
       (``nan`` when none is wrong);
@@ -92,11 +93,11 @@ def hierarchical_scores(scores: TreeScores, predictions: torch.Tensor, targets: 
     Every value is ``nan`` for no images."""
     predicted = np.asarray(predictions, dtype=np.int64).reshape(-1)
     true = np.asarray(targets, dtype=np.int64).reshape(-1)
+    per_pair = {"tree_error": scores.tree_error, "lca_depth": scores.lca_depth, "precision": scores.precision,
+                "recall": scores.recall, "jaccard": scores.jaccard, "sibling_rate": scores.sibling}
     if predicted.size == 0:
-        return dict.fromkeys(("tree_error", "lca_depth", "precision", "recall", "jaccard", "sibling_share",
-                              "tree_error_uniform"), NAN)
-    results = {name: float(getattr(scores, name)[predicted, true].mean())
-               for name in ("tree_error", "lca_depth", "precision", "recall", "jaccard")}
+        return dict.fromkeys([*per_pair, "sibling_share", "tree_error_uniform"], NAN)
+    results = {name: float(matrix[predicted, true].mean()) for name, matrix in per_pair.items()}
     wrong = predicted != true
     results["sibling_share"] = float(scores.sibling[predicted[wrong], true[wrong]].mean()) if wrong.any() else NAN
     results["tree_error_uniform"] = float(scores.tree_error[:, true].mean())
@@ -105,8 +106,11 @@ def hierarchical_scores(scores: TreeScores, predictions: torch.Tensor, targets: 
 
 #: Result key of each :func:`hierarchical_scores` entry, after the group prefix.
 KEYS = {"tree_error": "tree_error", "lca_depth": "lca_depth", "precision": "hierarchical_precision",
-        "recall": "hierarchical_recall", "jaccard": "hierarchical_jaccard", "sibling_share": "sibling_share",
-        "tree_error_uniform": "tree_error_uniform"}
+        "recall": "hierarchical_recall", "jaccard": "hierarchical_jaccard", "sibling_rate": "sibling_rate",
+        "sibling_share": "sibling_share", "tree_error_uniform": "tree_error_uniform"}
+#: Entries left out for the retain images: nearly all of them are right, so the share of their few
+#: errors that are siblings is noise, and undefined (not measured) when none is wrong.
+FORGET_ONLY = ("sibling_share",)
 
 
 @register_audit("hierarchical", columns=(Column("forget TIE", "forget_tree_error"),
@@ -116,12 +120,13 @@ def audit_hierarchical(model, context: AuditContext, embedded: Embedded | None =
     """For ``forget`` (forget-test images) and ``retain`` (retain-test images), with the zero-shot
     leaf predictions among ALL leaf classes (shared with the zero-shot audit):
     ``<group>_tree_error``, ``<group>_lca_depth``, ``<group>_hierarchical_precision``,
-    ``<group>_hierarchical_recall``, ``<group>_hierarchical_jaccard``, ``<group>_sibling_share``
-    and ``<group>_tree_error_uniform`` (see :func:`hierarchical_scores`)."""
+    ``<group>_hierarchical_recall``, ``<group>_hierarchical_jaccard``, ``<group>_sibling_rate``,
+    ``<group>_tree_error_uniform`` and ``forget_sibling_share`` (see :func:`hierarchical_scores`)."""
     embedded = embedded or context.embed(model)
     scores = TreeScores.build(context.data.dataset.hierarchy, context.data.classes)
     results = {}
     for prefix, group in (("forget", "forget_test"), ("retain", "retain_test")):
         values = hierarchical_scores(scores, leaf_predictions(model, embedded, group), embedded.targets[group].cpu())
-        results.update({f"{prefix}_{KEYS[name]}": value for name, value in values.items()})
+        results.update({f"{prefix}_{KEYS[name]}": value for name, value in values.items()
+                        if prefix == "forget" or name not in FORGET_ONLY})
     return results

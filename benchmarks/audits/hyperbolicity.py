@@ -34,8 +34,9 @@ SAMPLE_STREAM = 7  # the generator stream of the sample (context.subsample uses 
 TEST_GROUPS = ("forget_test", "retain_test")
 # Points closer than this fraction of the sample's diameter count as one point: repeats of one
 # caption or image (embedded in different batches they differ in the last bits), whose distance is
-# below what the pairwise geodesic distance resolves (its arccosh form is off by up to ~1e-5 between
-# nearby points in float64) and whose relative gap would be noise.
+# below what the pairwise geodesic distance resolves (its arccosh form is off by ~1e-6 to 1e-5 between
+# nearby points within a few curvature lengths of the origin, in float64) and whose relative gap
+# would be noise.
 COINCIDENT = 1e-4
 
 
@@ -44,7 +45,7 @@ def scaled_radius(geometry, points: torch.Tensor) -> torch.Tensor:
     return geometry.c.sqrt() * geometry.dist0(points)
 
 
-def quantiles(values: torch.Tensor, percents=QUANTILES) -> dict:
+def quantiles(values: torch.Tensor, *, percents=QUANTILES) -> dict:
     """``{str(p): p-th percentile}`` of ``values`` (numpy's linear interpolation); ``nan`` when empty."""
     values = values.detach().double().cpu().numpy().reshape(-1)
     if values.size == 0:
@@ -142,7 +143,7 @@ def audit_hyperbolicity(model, context: AuditContext, embedded: Embedded | None 
         spread = quantiles(scaled_radius(geometry, points))
         results[f"{modality}_scaled_dist0"] = spread
         results[f"{modality}_scaled_dist0_median"] = spread["50"]
-    pooled = torch.cat([embedded.images[group] for group in TEST_GROUPS] + [embedded.texts[group] for group in TEST_GROUPS])
+    pooled = torch.cat([embeddings[group] for embeddings in (embedded.images, embedded.texts) for group in TEST_GROUPS])
     sample = on_manifold_float64(geometry, sample_rows(pooled, size=sample_size, seed=context.seed))
     results.update(tangent_agreement(geometry, sample))
     return results
