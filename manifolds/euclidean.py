@@ -48,6 +48,11 @@ class Euclidean(geoopt.Euclidean, Geometry):
         """Feature ``(..., d)`` -> embedding ``(..., d)``: identity, or unit-normalised."""
         return F.normalize(v, dim=-1) if self.normalize else v
 
+    def unlift(self, x: torch.Tensor) -> torch.Tensor:
+        """Identity: flat space is its own tangent space at the origin (with ``normalize``, the
+        unit embedding ``x`` is a feature that :meth:`lift` maps to ``x``)."""
+        return x
+
     def mean_features(self, features: torch.Tensor) -> torch.Tensor:
         """Class prototype feature from several prompt features ``(n, d) -> (d,)``: CLIP averages
         the *normalised* features (the lift normalises the mean again)."""

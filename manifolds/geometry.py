@@ -48,6 +48,13 @@ class Geometry(abc.ABC):
         normalisation)."""
 
     @abc.abstractmethod
+    def unlift(self, x: torch.Tensor) -> torch.Tensor:
+        """Embedding ``(..., D)`` -> the feature ``(..., d)`` that :meth:`lift` maps to it: the
+        logarithmic map at the origin, with ``|unlift(x)| = dist0(x)`` (identity when flat). Its
+        Euclidean distances are the tangent-space distances the hyperbolicity audit compares with
+        :meth:`cdist`."""
+
+    @abc.abstractmethod
     def mean_features(self, features: torch.Tensor) -> torch.Tensor:
         """Class prototype feature from several prompt features ``(n, d) -> (d,)``."""
 

@@ -81,6 +81,12 @@ class Lorentz(LearnableCurvature, geoopt.Manifold, Geometry):
         onto the manifold: ``from_space(exp_map0(v))`` in MERU's terms. ``-> (..., d+1)``."""
         return lm.from_space(lm.expmap0_space(v, c=self.c), c=self.c)
 
+    @full_precision
+    def unlift(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`lift`: MERU's log map at the origin on the space components,
+        ``(..., d+1) -> (..., d)``, with ``|unlift(x)| = dist0(x)``."""
+        return lm.logmap0_space(lm.to_space(x), c=self.c)
+
     def mean_features(self, features: torch.Tensor) -> torch.Tensor:
         """Class prototype feature from several prompt features ``(n, d) -> (d,)``: MERU averages
         in the tangent space at the origin, before lifting."""

@@ -62,6 +62,13 @@ class Poincare(LearnableCurvature, geoopt.PoincareBall, Geometry):
         """Feature ``(..., d)`` -> the point ``(..., d)`` at distance ``|v|`` from the origin."""
         return pm.expmap0(v, c=self.c)
 
+    @full_precision
+    def unlift(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`lift`: the log map at the origin ``(..., d) -> (..., d)``, with
+        ``|unlift(x)| = dist0(x)`` (twice geoopt's ``logmap0``, whose metric at the origin is 4 times
+        the Euclidean one)."""
+        return pm.logmap0(x, c=self.c)
+
     def mean_features(self, features: torch.Tensor) -> torch.Tensor:
         """Class prototype feature ``(n, d) -> (d,)``: the mean in the tangent space at the origin,
         before lifting (as MERU)."""

@@ -319,8 +319,8 @@ def test_relearn_leaves_the_model_untouched_and_is_deterministic(trained, contex
 
 
 def test_families_registry():
-    assert list(AUDIT_FAMILIES) == ["zero_shot", "retrieval", "alignment", "membership", "probe", "relearn",
-                                    "geometry"]
+    assert list(AUDIT_FAMILIES) == ["zero_shot", "hierarchical", "retrieval", "alignment", "membership", "probe",
+                                    "relearn", "geometry", "hyperbolicity"]
 
 
 def test_each_audit_family_declares_its_report_columns():
@@ -330,9 +330,9 @@ def test_each_audit_family_declares_its_report_columns():
     assert [c.key for c in AUDIT_COLUMNS["zero_shot"]] == ["forget_accuracy", "retain_accuracy", "parent_accuracy"]
     assert AUDIT_COLUMNS["retrieval"] == ()  # its numbers have their own table
     keys = [column.key for column in headline_columns()]
-    assert len(keys) == len(set(keys)) == 10
-    record = {"label": "x", "forget": ["a"], "after": {"forget_accuracy": 0.25, "mia_auc": 0.5}}
-    assert table([record], "after").splitlines()[2].startswith("| x | a | 1 | 25.0% | n/a | n/a | n/a | 0.500 |")
+    assert len(keys) == len(set(keys)) == 15
+    record = {"label": "x", "forget": ["a"], "after": {"forget_accuracy": 0.25, "mia_auc": 0.5, "forget_tree_error": 1.5}}
+    assert table([record], "after").splitlines()[2].startswith("| x | a | 1 | 25.0% | n/a | n/a | 1.500 | n/a | n/a | 0.500 |")
     with pytest.raises(ValueError, match="'zero_shot' is already registered"):
         register_audit("zero_shot")(lambda *args: {})
     with pytest.raises(ValueError, match=r"columns \['mia_auc'\] are already shown"):

@@ -9,6 +9,9 @@ model's geometry object only:
 family         keys
 =============  ==========================================================================
 zero_shot      forget_accuracy, retain_accuracy, parent_accuracy, retain_parent_accuracy
+hierarchical   {forget|retain}_{tree_error, lca_depth, hierarchical_precision,
+               hierarchical_recall, hierarchical_jaccard, sibling_rate, tree_error_uniform},
+               forget_sibling_share
 retrieval      recall {retain|forget: {image_to_text|text_to_image: {"1", "5", "10"}}}
 alignment      alignment_matrix, alignment_groups, alignment_gap, retain_alignment_gap,
                alignment_gaps, alignment_matched, alignment_mismatched
@@ -16,8 +19,10 @@ membership     mia_auc, retain_mia_auc, mia_scores
 probe          probe_forget_accuracy, probe_retain_accuracy, probe_train_accuracy
 relearn        relearn_forget_accuracy, relearn_retain_accuracy, relearn_loss
 geometry       forget_image_dist0, retain_image_dist0, forget_text_dist0, retain_text_dist0,
-               forget_in_cone, retain_in_cone, forget_in_parent_cone, retain_in_parent_cone,
-               curvature
+               forget_in_cone, retain_in_cone, forget_in_parent_cone, retain_in_parent_cone
+hyperbolicity  curvature, image_scaled_dist0, text_scaled_dist0 (quantiles), their _median,
+               tangent_rank_agreement, tangent_relative_gap, gromov_delta,
+               gromov_delta_relative, hyperbolicity_sample_size
 =============  ==========================================================================
 
 >>> context = AuditContext.build(data, ["triangle"], seed=0, max_pairs_per_group=1000)
@@ -38,12 +43,14 @@ from .registry import AUDIT_COLUMNS, AUDIT_FAMILIES, Column, headline_columns, r
 # Importing a family registers it; the order of these imports is the order run_audits runs them in
 # and the order of the report's columns.
 from .zero_shot import audit_zero_shot  # noqa: E402,I001
+from .hierarchical import audit_hierarchical  # noqa: E402
 from .retrieval import audit_retrieval  # noqa: E402
 from .alignment import audit_alignment  # noqa: E402
 from .membership import audit_membership  # noqa: E402
 from .probe import audit_probe  # noqa: E402
 from .relearn import audit_relearn  # noqa: E402
 from .geometry import audit_geometry  # noqa: E402
+from .hyperbolicity import audit_hyperbolicity  # noqa: E402
 
 
 def run_audits(model, context: AuditContext, *, families: Optional[Iterable[str]] = None,
@@ -83,7 +90,7 @@ def run_audits(model, context: AuditContext, *, families: Optional[Iterable[str]
 
 __all__ = [
     "AUDIT_COLUMNS", "AUDIT_FAMILIES", "AuditContext", "Column", "Embedded", "GROUPS", "auc", "audit_alignment",
-    "audit_geometry", "headline_columns", "register_audit",
+    "audit_geometry", "audit_hierarchical", "audit_hyperbolicity", "headline_columns", "register_audit",
     "audit_membership", "audit_probe", "audit_relearn", "audit_retrieval", "audit_zero_shot",
     "embed_groups", "recall_at_k", "run_audits",
 ]

@@ -37,7 +37,10 @@ class Embedded:
     that share a caption string or an image file (COCO's five captions per image) share an id, and
     count as interchangeable matches in retrieval and alignment; ``classes``: zero-shot
     embeddings of the leaf classes ``(n_classes, D)``; ``parents``: zero-shot embeddings of
-    ``context.parent_concepts`` ``(n_parents, D)``."""
+    ``context.parent_concepts`` ``(n_parents, D)``; ``leaf_predictions[g]``: the zero-shot leaf class
+    of each image of group ``g`` ``(n_g,)`` on the CPU, filled on first use by
+    :func:`benchmarks.audits.zero_shot.leaf_predictions` (the families that read them share one
+    classification)."""
 
     images: Dict[str, torch.Tensor]
     texts: Dict[str, torch.Tensor]
@@ -45,6 +48,7 @@ class Embedded:
     match_ids: Dict[str, torch.Tensor]
     classes: torch.Tensor
     parents: torch.Tensor
+    leaf_predictions: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Geometry audit (docs/SPEC.md section 5): distances to the origin, entailment-cone membership, curvature.
+"""Geometry audit (docs/SPEC.md section 5): distances to the origin and entailment-cone membership
+(the curvature and how hyperbolic the embedding is: :mod:`.hyperbolicity`).
 
 Everything goes through the model's geometry object, so the same code measures MERU (geodesic
 distance, hyperbolic cones) and CLIP (Euclidean norms — 1 for its unit embeddings — and Euclidean
@@ -36,8 +37,7 @@ def audit_geometry(model, context: AuditContext, embedded: Embedded | None = Non
       ``retain_text_dist0``: mean ``geometry.dist0`` of the test images / captions;
     - ``forget_in_cone`` / ``retain_in_cone``: fraction of test images inside their own caption's
       cone; ``forget_in_parent_cone`` / ``retain_in_parent_cone``: inside the cone of the zero-shot
-      embedding of the reference parent concept of their leaf (``context.reference_parent``);
-    - ``curvature``: ``c`` of the geometry (0 for Euclidean)."""
+      embedding of the reference parent concept of their leaf (``context.reference_parent``)."""
     embedded = embedded or context.embed(model)
     geometry = model.geometry
     parent_of_class = torch.from_numpy(context.class_parent_index).to(embedded.parents.device)
@@ -49,5 +49,4 @@ def audit_geometry(model, context: AuditContext, embedded: Embedded | None = Non
         results[f"{prefix}_in_cone"] = cone_fraction(geometry, texts, images)
         parents = embedded.parents[parent_of_class[embedded.targets[group]]]
         results[f"{prefix}_in_parent_cone"] = cone_fraction(geometry, parents, images)
-    results["curvature"] = float(geometry.c)
     return results

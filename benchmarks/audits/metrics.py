@@ -68,6 +68,43 @@ def recall_at_k(similarity: torch.Tensor, ks: Iterable[int] = (1, 5, 10),
     return {str(k): float((rank < k).float().mean()) for k in ks}
 
 
+def rank_correlation(a, b) -> float:
+    """Spearman's rank correlation of two equally long samples: the Pearson correlation of their
+    ranks (ties get their average rank). ``nan`` for fewer than two values or a constant sample."""
+    a = np.asarray(_numpy(a), dtype=np.float64).reshape(-1)
+    b = np.asarray(_numpy(b), dtype=np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"rank_correlation needs samples of one length, got {a.size} and {b.size}")
+    rank_a, rank_b = rankdata(a) - (a.size + 1) / 2.0, rankdata(b) - (b.size + 1) / 2.0
+    scale = math.sqrt(float(rank_a @ rank_a) * float(rank_b @ rank_b))
+    return float(rank_a @ rank_b / scale) if scale > 0 else NAN
+
+
+def gromov_delta(distances: torch.Tensor, *, base: int = 0, chunk: int = 32) -> float:
+    r"""Gromov's δ of a finite metric space at the base point ``w = base`` (Gromov 1987; the
+    estimate of Khrulkov et al. 2020, "Hyperbolic Image Embeddings"):
+
+    .. math:: \delta_w = \max_{x,y,z} \min\big((x|y)_w, (y|z)_w\big) - (x|z)_w, \qquad
+              (x|y)_w = \tfrac12\big(d(x,w) + d(y,w) - d(x,y)\big).
+
+    ``distances``: ``(n, n)`` symmetric, zero diagonal. 0 for a tree metric (e.g. points on one
+    geodesic); the δ of the whole space lies in ``[δ_w, 2δ_w]``. The max-min product is evaluated
+    ``chunk`` rows of ``x`` at a time (``(chunk, n, n)`` memory). ``nan`` for no points."""
+    n = distances.shape[0]
+    if distances.shape != (n, n):
+        raise ValueError(f"gromov_delta needs a square distance matrix, got shape {tuple(distances.shape)}")
+    if n == 0:
+        return NAN
+    to_base = distances[base]
+    products = 0.5 * (to_base.view(-1, 1) + to_base.view(1, -1) - distances)
+    delta = 0.0
+    for start in range(0, n, chunk):
+        rows = products[start:start + chunk]
+        max_min = torch.minimum(rows.unsqueeze(2), products.unsqueeze(0)).amax(dim=1)  # over y
+        delta = max(delta, float((max_min - rows).max()))
+    return delta
+
+
 def _numpy(values):
     if isinstance(values, torch.Tensor):
         return values.detach().double().cpu().numpy()

@@ -12,13 +12,22 @@ from .registry import Column, register_audit
 
 
 @torch.no_grad()
+def leaf_predictions(model, embedded: Embedded, group: str) -> torch.Tensor:
+    """Zero-shot leaf class of every image of ``group`` among ALL leaf classes ``(n_group,)`` (CPU),
+    computed once per embedding and kept in ``embedded.leaf_predictions``."""
+    if group not in embedded.leaf_predictions:
+        embedded.leaf_predictions[group] = zero_shot_predictions(model, embedded.images[group], embedded.classes)
+    return embedded.leaf_predictions[group]
+
+
+@torch.no_grad()
 def leaf_accuracies(model, context: AuditContext, embedded: Embedded) -> dict:
     """``forget_accuracy`` (forget-test images, classified among ALL leaf classes, macro over the
     forgotten classes) and ``retain_accuracy`` (retain-test images, macro over retain classes)."""
     results = {}
     for key, group, classes in (("forget_accuracy", "forget_test", context.forget_classes),
                                 ("retain_accuracy", "retain_test", context.retain_classes)):
-        predictions = zero_shot_predictions(model, embedded.images[group], embedded.classes)
+        predictions = leaf_predictions(model, embedded, group)
         results[key] = macro_accuracy(predictions, embedded.targets[group].cpu(), classes)
     return results
 
