@@ -37,6 +37,7 @@ from .validate import validate_images
 # (detection follows each format's priority).
 from .shapes import make_shapes, shapes_hierarchy
 from .digits import digits_hierarchy, make_digits
+from .taxonomy import make_taxonomy, taxonomy_hierarchy
 from .folder import load_folder
 from .cifar import load_cifar100
 from .coco import load_coco, load_coco_folder
@@ -46,7 +47,7 @@ from .webdataset import TarMemberImages, load_webdataset
 __all__ = [
     "ConceptDataset", "ConceptHierarchy", "DatasetError", "DATASETS", "list_datasets", "list_formats",
     "load_dataset", "register_builtin", "register_format", "detect_format", "validate_images",
-    "make_shapes", "make_digits", "load_folder", "load_coco", "load_coco_folder", "load_imagefolder",
+    "make_shapes", "make_digits", "make_taxonomy", "taxonomy_hierarchy", "load_folder", "load_coco", "load_coco_folder", "load_imagefolder",
     "load_webdataset", "load_cifar100", "shapes_hierarchy", "digits_hierarchy", "fill_template", "with_article",
     "load_image_file", "ImageSource", "TarMemberImages",
 ]
