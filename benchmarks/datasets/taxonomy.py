@@ -40,9 +40,10 @@ zero-shot templates are the same styles, so prompts read like captions. Every ca
 
 Nuisances: position, size (radius 0.28-0.42 of the side for one object, 0.17-0.22 for two),
 rotation (up to about 29 degrees either way, as in ``shapes``), the pattern's phase, colour jitter,
-pixel noise, and the background (white, grey or black, among those far enough from every object's
-colour). Objects are rasterised with numpy on a 2x supersampled grid, all objects of one outline
-and pattern at once: the default size (48 leaves x 230 pairs) is generated in about two seconds.
+pixel noise, and the background (white, grey or black, among those far enough from the colour and
+the mark shade of every object on it). Objects are rasterised with numpy on a 2x supersampled grid,
+all objects of one outline and pattern at once: the default size (48 leaves x 230 pairs) takes
+about 4 s of CPU.
 Everything is drawn from ``numpy.random.default_rng(seed)``: the same seed gives identical data.
 """
 
@@ -114,9 +115,10 @@ _SUPERSAMPLE = 2
 _ONE_OBJECT_RADIUS = (0.28, 0.42)  # fractions of the image side
 _TWO_OBJECT_RADIUS = (0.17, 0.22)
 _MAX_ROTATION = 0.5  # radians either way, as in ``shapes``: a small network learns upright shapes
-_PATTERN_PERIOD = 0.15  # of the image side: 4.8 pixels at 32, coarse enough to survive resizing
-_MARK_SHADE = 0.45  # marks are the colour scaled by this (dark marks on light colours) ...
-_DARK_LUMA = 120.0  # ... or moved this share towards white on colours darker than this luma
+_PATTERN_PERIOD = 0.15  # of the image side: 4.8 pixels at 32, so a stripe or check is 2.4 pixels wide
+_MARK_SHADE = 0.45  # dark marks are the colour times this; light marks move it 1 - this of the way to white
+_DARK_LUMA = 120.0  # colours darker than this get light marks (120, not 128: green and teal too, whose
+#                     dark marks would vanish on a black background)
 _MIN_BACKGROUND_DISTANCE = 120.0  # RGB distance between a background and any object on it ...
 _MIN_MARK_DISTANCE = 80.0  # ... and its pattern marks (less: marks only need to stay visible)
 _COLOUR_JITTER = 10.0
