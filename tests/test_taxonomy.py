@@ -10,7 +10,8 @@ import torch
 import models
 from benchmarks.datasets import DatasetError, list_datasets, load_dataset, make_taxonomy
 from benchmarks.datasets.taxonomy import (BACKGROUNDS, FAMILIES, NAMING_SHARES, OBJECT_COLOURS, TWO_OBJECT_SHARE,
-                                          Objects, _coverage)
+                                          _CAPTION_STYLES, Objects, _coverage)
+from benchmarks.datasets.text import with_article
 
 SMALL = dict(per_leaf_train=20, per_leaf_test=5)
 
@@ -146,6 +147,17 @@ def test_captions_and_prompts_fit_the_tiny_models(small):
     tokens = tokenizer(sorted(set(small.captions)) + prompts)
     assert int((tokens != 0).sum(1).max()) <= text.context_length
     assert torch.unique(tokens).numel() <= text.vocab_size - 4
+
+
+def test_longest_possible_caption_fits(small):
+    """Every caption style filled with the two longest object phrases and the longest background."""
+    tokenizer = models.get_tokenizer(77)
+    length = lambda text: int((tokenizer(text) != 0).sum())
+    names = [small.display_name(c) for c in small.hierarchy.concepts()]
+    longest = with_article(max(names, key=length))
+    background = with_article(max(BACKGROUNDS, key=length))
+    captions = [style.format(x=f"{longest} and {longest}", bg=background) for style in _CAPTION_STYLES]
+    assert max(map(length, captions)) <= models.model_config("meru-tiny").text.context_length, captions
 
 
 def test_prompts_use_display_names_and_articles(small):
