@@ -210,7 +210,7 @@ def test_patterns_mark_part_of_every_outline(outline):
     checks, about a quarter for dots (area of a 0.3-period dot per period squared: 0.28)."""
     n = 8
     objects = Objects(leaf=np.zeros(n, dtype=int), centre=np.full((n, 2), 16.0), radius=np.full(n, 13.0),
-                      angle=np.linspace(-0.5, 0.5, n), phase=np.random.default_rng(0).random((n, 2)))
+                      angle_deg=np.linspace(-29, 29, n).astype(int), phase=np.random.default_rng(0).random((n, 2)))
     expected = {"plain": (0.0, 0.0), "striped": (0.35, 0.65), "checked": (0.35, 0.65), "dotted": (0.15, 0.4)}
     for pattern, (low, high) in expected.items():
         body, marks = _coverage(outline, pattern, objects, 32)

@@ -39,16 +39,18 @@ zero-shot templates are the same styles, so prompts read like captions. Every ca
 20-token context of the tiny models.
 
 Nuisances: position, size (radius 0.28-0.42 of the side for one object, 0.17-0.22 for two),
-rotation (up to about 29 degrees either way, as in ``shapes``), the pattern's phase, colour jitter,
-pixel noise, and the background (white, grey or black, among those far enough from the colour and
+rotation (whole degrees, up to 29 either way, as in ``shapes``), the pattern's phase, colour
+jitter, integer pixel noise, and the background (white, grey or black, among those far enough from the colour and
 the mark shade of every object on it). Objects are rasterised with numpy on a 2x supersampled grid,
 all objects of one outline and pattern at once: the default size (48 leaves x 230 pairs) takes
 4-6 s of CPU (measured on a busy 2-core machine; ``shapes``, 7,920 single-object images, 1.5 s).
-Everything is drawn from ``numpy.random.default_rng(seed)``: the same seed gives identical data.
+Everything is drawn from ``numpy.random.default_rng(seed)``: the same seed gives identical data,
+on any machine (no per-object libm or BLAS results reach the pixels; see ``_COS``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
@@ -114,7 +116,7 @@ _CAPTION_STYLES = ("{x}.", "a photo of {x}.", "a drawing of {x}.", "{x} on {bg} 
 _SUPERSAMPLE = 2
 _ONE_OBJECT_RADIUS = (0.28, 0.42)  # fractions of the image side
 _TWO_OBJECT_RADIUS = (0.17, 0.22)
-_MAX_ROTATION = 0.5  # radians either way, as in ``shapes``: a small network learns upright shapes
+_MAX_ROTATION_DEG = 29  # either way, as in ``shapes``: a small network learns upright shapes best
 _PATTERN_PERIOD = 0.15  # of the image side: 4.8 pixels at 32, so a stripe or check is 2.4 pixels wide
 _MARK_SHADE = 0.45  # dark marks are the colour times this; light marks move it 1 - this of the way to white
 _DARK_LUMA = 120.0  # colours darker than this get light marks (120, not 128: green and teal too, whose
@@ -122,7 +124,15 @@ _DARK_LUMA = 120.0  # colours darker than this get light marks (120, not 128: gr
 _MIN_BACKGROUND_DISTANCE = 120.0  # RGB distance between a background and any object on it ...
 _MIN_MARK_DISTANCE = 80.0  # ... and its pattern marks (less: marks only need to stay visible)
 _COLOUR_JITTER = 10.0
-_NOISE_STD = 5.0
+_NOISE_LEVELS = 8  # pixel noise: uniform integers in [-8, 8] (standard deviation 4.9)
+
+# Rotations are whole degrees; their cos/sin come from this table, rounded to multiples of 2**-24,
+# so that a last-bit difference between two machines' libm cannot reach the pixels (the pretrained-
+# model cache is keyed by a fingerprint of the pixels). Everything else per object is elementwise
+# IEEE arithmetic (no libm call, no BLAS product), and the noise is integer, for the same reason.
+_ROTATIONS_DEG = np.arange(-_MAX_ROTATION_DEG, _MAX_ROTATION_DEG + 1)
+_COS = np.array([round(math.cos(math.radians(d)) * 2**24) / 2**24 for d in _ROTATIONS_DEG], dtype=np.float32)
+_SIN = np.array([round(math.sin(math.radians(d)) * 2**24) / 2**24 for d in _ROTATIONS_DEG], dtype=np.float32)
 
 
 def kind_name(colour: str, family: str) -> str:
@@ -228,7 +238,7 @@ class Objects:
     leaf: np.ndarray  # int, index into taxonomy_leaves()
     centre: np.ndarray  # (n, 2) x, y
     radius: np.ndarray
-    angle: np.ndarray
+    angle_deg: np.ndarray  # int, in [-_MAX_ROTATION_DEG, _MAX_ROTATION_DEG]
     phase: np.ndarray  # (n, 2) pattern offset, in periods
 
     def take(self, rows: np.ndarray) -> "Objects":
@@ -243,8 +253,8 @@ def _coverage(outline: str, pattern: str, objects: Objects, image_size: int) -> 
     axis = (np.arange(fine, dtype=np.float32) + 0.5) / _SUPERSAMPLE
     dx = axis[None, None, :] - objects.centre[:, 0, None, None].astype(np.float32)  # (n, 1, fine)
     dy = axis[None, :, None] - objects.centre[:, 1, None, None].astype(np.float32)  # (n, fine, 1)
-    cos = np.cos(objects.angle).astype(np.float32)[:, None, None]
-    sin = np.sin(objects.angle).astype(np.float32)[:, None, None]
+    cos = _COS[objects.angle_deg + _MAX_ROTATION_DEG][:, None, None]
+    sin = _SIN[objects.angle_deg + _MAX_ROTATION_DEG][:, None, None]
     along, up = dx * cos + dy * sin, dx * sin - dy * cos  # image rows grow downwards; ``up`` points up
     radius = objects.radius.astype(np.float32)[:, None, None]
     body = OUTLINES[outline](along / radius, up / radius)
@@ -267,7 +277,7 @@ def _downsample(mask: np.ndarray) -> np.ndarray:
 def _mark_colours(colours: np.ndarray) -> np.ndarray:
     """The shade pattern marks are drawn in, ``(n, 3)``: darker on light colours, lighter on dark ones
     (so that marks show on black and white objects alike)."""
-    luma = colours @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    luma = 0.299 * colours[:, 0] + 0.587 * colours[:, 1] + 0.114 * colours[:, 2]  # written out: no BLAS
     lighter = colours + (255.0 - colours) * (1.0 - _MARK_SHADE)
     return np.where((luma < _DARK_LUMA)[:, None], lighter, colours * _MARK_SHADE)
 
@@ -421,7 +431,7 @@ def _place_objects(rng: np.random.Generator, label: np.ndarray, second: np.ndarr
     rest = (second[two], centre_two[:, 1], radius_two[:, 1])
     layers = []
     for (leaf, centre, radius), image_of in ((first, first_image), (rest, two)):
-        angle = rng.uniform(-_MAX_ROTATION, _MAX_ROTATION, image_of.size)
+        angle = rng.integers(-_MAX_ROTATION_DEG, _MAX_ROTATION_DEG + 1, image_of.size)
         layers.append(Layer(Objects(leaf, centre, radius, angle, rng.random((image_of.size, 2))), image_of))
     return layers
 
@@ -436,7 +446,7 @@ def _render_images(rng: np.random.Generator, layers: list[Layer], background: li
         colour = np.array([OBJECT_COLOURS[leaves[k].colour] for k in layer.objects.leaf], dtype=np.float32).reshape(-1, 3)
         colour += rng.uniform(-_COLOUR_JITTER, _COLOUR_JITTER, colour.shape).astype(np.float32)
         _draw(canvas, layer.image_of, layer.objects, colour, image_size)
-    canvas += np.float32(_NOISE_STD) * rng.standard_normal(canvas.shape, dtype=np.float32)
+    canvas += rng.integers(-_NOISE_LEVELS, _NOISE_LEVELS + 1, canvas.shape, dtype=np.int8)
     return torch.from_numpy(np.clip(np.rint(canvas), 0, 255).astype(np.uint8))
 
 
