@@ -849,7 +849,7 @@ def test_cifar100_rejects_code_in_pickles(tmp_path):
 
 
 def test_registry_and_load_dataset(tmp_path):
-    assert list_datasets() == sorted(DATASETS) and {"digits", "glyphs", "shapes"} <= set(DATASETS)
+    assert list_datasets() == sorted(DATASETS) and {"digits", "glyphs", "shapes", "taxonomy"} <= set(DATASETS)
     small = load_dataset("shapes", seed=2, image_size=24, per_leaf_train=2, per_leaf_test=1)
     assert small.image_size == 24 and len(small) == 36
     assert small.captions == make_shapes(seed=2, per_leaf_train=2, per_leaf_test=1, image_size=24).captions

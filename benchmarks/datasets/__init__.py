@@ -39,6 +39,7 @@ from .validate import validate_images
 from .shapes import make_shapes, shapes_hierarchy
 from .digits import digits_hierarchy, make_digits
 from .glyphs import glyphs_hierarchy, make_glyphs
+from .taxonomy import make_taxonomy, taxonomy_hierarchy
 from .folder import load_folder
 from .cifar import load_cifar100
 from .coco import load_coco, load_coco_folder
@@ -48,7 +49,8 @@ from .webdataset import TarMemberImages, load_webdataset
 __all__ = [
     "ConceptDataset", "ConceptHierarchy", "DatasetError", "DATASETS", "list_datasets", "list_formats",
     "load_dataset", "register_builtin", "register_format", "detect_format", "validate_images",
-    "make_shapes", "make_digits", "make_glyphs", "load_folder", "load_coco", "load_coco_folder",
+    "make_shapes", "make_digits", "make_glyphs", "make_taxonomy", "load_folder", "load_coco", "load_coco_folder",
     "load_imagefolder", "load_webdataset", "load_cifar100", "shapes_hierarchy", "digits_hierarchy",
-    "glyphs_hierarchy", "fill_template", "with_article", "load_image_file", "ImageSource", "TarMemberImages",
+    "glyphs_hierarchy", "taxonomy_hierarchy", "fill_template", "with_article", "load_image_file", "ImageSource",
+    "TarMemberImages",
 ]
