@@ -33,7 +33,7 @@ class Augmentation:
     ``[1 - contrast, 1 + contrast]``. ``Augmentation(min_area=1, brightness=0, contrast=0)``
     leaves images unchanged up to bilinear resampling at the identity."""
 
-    min_area: float = 0.5
+    min_area: float = 0.7
     max_aspect: float = 4 / 3
     brightness: float = 0.2
     contrast: float = 0.2

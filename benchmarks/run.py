@@ -39,8 +39,8 @@ from models.distributed import SINGLE, World, barrier, init_from_environment, pr
 from .common import EncodedDataset, InputError, on_main, resolve_device, tell, write_json
 from .datasets import DatasetError, load_dataset, validate_images
 from .datasets.base import SPLIT_NAMES
-from .experiment import (ResultsFile, RunSpec, check_classes, check_vocabulary, pretrained_entry,
-                         pretrained_model, run_one, unlearned_copy)
+from .experiment import (ResultsFile, RunSpec, cached_model, check_classes, check_vocabulary, pretrained_entry,
+                         run_one, unlearned_copy)
 from .fingerprints import file_sha256, json_fingerprint, short
 from .locks import LockBusy, hold_lock
 from .methods import ORACLE, Environment, create_method, list_methods
@@ -545,12 +545,15 @@ class Workbench:
     contexts: dict = field(default_factory=dict)
     audits_before: dict = field(default_factory=dict)
 
+    pretraining: dict = field(default_factory=dict)  # geometry -> the cached model's pretraining summary
+
     def base(self, geometry: str):
         if geometry not in self.base_models:
-            self.base_models[geometry] = pretrained_model(
-                geometry, self.data, cache_dir=Path(self.args.cache), device=self.device,
-                progress=not self.args.no_progress, lock_timeout=self.args.lock_timeout, world=self.world,
-                workers=self.args.workers)
+            entry = pretrained_entry(geometry, self.data, Path(self.args.cache))
+            self.base_models[geometry], metadata = cached_model(
+                entry, geometry, self.data, device=self.device, progress=not self.args.no_progress,
+                lock_timeout=self.args.lock_timeout, world=self.world, workers=self.args.workers)
+            self.pretraining[geometry] = metadata.get("pretraining")
         return self.base_models[geometry]
 
     def context(self, spec: RunSpec):
@@ -618,6 +621,7 @@ def run_missing(bench: Workbench, todo: list, results: ResultsFile, out: Path, i
         record, after_model = run_one(spec, base, context, before, environment=environment,
                                       overrides=bench.trainer_overrides())
         record["inputs"] = inputs[spec.geometry]
+        record["pretraining"] = bench.pretraining.get(spec.geometry)  # None for a --checkpoint model
         if not bench.args.no_figures and spec.seed == 0:  # before the record: a rerun redoes both
             write_figures(out, spec, base, after_model, context, record)
         results.append(record)

@@ -1,6 +1,7 @@
 """Small datasets in the project's folder format (``pairs.jsonl`` + ``hierarchy.json`` + PNGs),
 written by tests that drive the command-line tools on real files."""
 
+import contextlib
 import itertools
 import json
 from pathlib import Path
@@ -29,3 +30,19 @@ def write_dataset(root: Path, rows: list, hierarchy: dict = HIERARCHY) -> Path:
                                    "split": split}) + "\n")
     (root / "hierarchy.json").write_text(json.dumps(hierarchy))
     return root
+
+
+@contextlib.contextmanager
+def only_audit_families(names):
+    """Run only the audit families ``names`` inside the block, then restore every family in its
+    registration order (``monkeypatch.delitem`` would put them back at the end: the run order)."""
+    from benchmarks.audits import AUDIT_FAMILIES
+
+    saved = dict(AUDIT_FAMILIES)
+    for family in [name for name in AUDIT_FAMILIES if name not in names]:
+        del AUDIT_FAMILIES[family]
+    try:
+        yield
+    finally:
+        AUDIT_FAMILIES.clear()
+        AUDIT_FAMILIES.update(saved)

@@ -99,3 +99,15 @@ def test_default_length_is_epochs_with_a_floor(train_pairs):
         default_settings(train_pairs, epochs=0)
     with pytest.raises(ValueError, match="train pair"):
         default_settings(0)
+
+
+def test_report_shows_each_pretrained_model_once():
+    from benchmarks.report import pretraining_table
+
+    summary = {"steps": 400, "epochs": 7.11, "zero_shot_accuracy": 0.8, "linear_probe_accuracy": 0.875,
+               "zero_shot_to_probe": 0.9142857, "membership_auc": 0.55, "curvature": 0.63, "seconds": 60.24}
+    records = [{"model": "meru-tiny", "pretraining": summary}, {"model": "meru-tiny", "pretraining": summary},
+               {"model": "released", "pretraining": None}]
+    assert pretraining_table(records).splitlines()[2] == \
+        "| meru-tiny | 400 | 7.110 | 80.0% | 87.5% | 0.914 | 0.550 | 0.630 | 60.2 |"
+    assert pretraining_table(records[2:]) is None

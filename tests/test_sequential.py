@@ -15,7 +15,7 @@ import benchmarks.experiment as experiment
 import benchmarks.sequential as sequential
 from benchmarks import run
 from benchmarks.datasets import load_dataset
-from folder_data import HIERARCHY, pairs, write_dataset
+from folder_data import HIERARCHY, only_audit_families, pairs, write_dataset
 
 TINY_PRETRAINING = {"steps": 2, "batch_size": 8, "lr": 1e-3, "warmup": 1}
 KEPT_AUDITS = ("zero_shot", "membership")
@@ -25,11 +25,9 @@ THREE_LEAVES = {**HIERARCHY, "star": "shape"}
 @pytest.fixture(autouse=True)
 def quick_models(monkeypatch):
     """Two pretraining steps per cache entry, and only the audits the stage tables read."""
-    from benchmarks.audits import AUDIT_FAMILIES
-
-    monkeypatch.setattr(experiment, "default_settings", lambda name: dict(TINY_PRETRAINING))
-    for family in [name for name in AUDIT_FAMILIES if name not in KEPT_AUDITS]:
-        monkeypatch.delitem(AUDIT_FAMILIES, family)
+    monkeypatch.setattr(experiment, "default_settings", lambda train_pairs: dict(TINY_PRETRAINING))
+    with only_audit_families(KEPT_AUDITS):
+        yield
 
 
 @pytest.fixture
