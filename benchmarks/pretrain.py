@@ -48,7 +48,7 @@ def default_model(geometry: str) -> str:
 #: The default recipe (chosen by measurement: README, "Measured defaults"). Training length is set
 #: in passes over the train split, with a floor for small datasets, so that a small dataset is not
 #: seen fifty times over (it would be memorised) and a large one is not cut short.
-DEFAULT_RECIPE = {"epochs": 8, "min_steps": 400, "batch_size": 128, "lr": 2e-3, "warmup": 50,
+DEFAULT_RECIPE = {"epochs": 16, "min_steps": 200, "batch_size": 128, "lr": 1e-3, "warmup": 100,
                   "weight_decay": 0.1, "augmentation": Augmentation().as_dict()}
 
 
