@@ -45,6 +45,10 @@ CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 NOT_MEASURED = "n/a"
+#: The fewest pairs a paired or growth test decides on: below it a percentile bootstrap interval is
+#: little more than the range of the differences (two pairs of one sign already "exclude 0"); 6 is
+#: the fewest with which a two-sided sign test can reach p < 0.05 (2/64).
+MIN_PAIRS = 6
 
 
 # ---------------------------------------------------------------------------------------------- the grid
@@ -338,7 +342,10 @@ def run_cell(study: Study, cell: Cell) -> tuple:
     run.make_out_folder(out)
     with hold_lock(out / run.OUT_LOCK, f"--out {out}", timeout=bench.args.lock_timeout, notify=tell):
         config = run.experiment_config(bench.args, bench.data, specs, fingerprints)
-        results = run.open_results(out, config, specs, inputs)
+        try:
+            results = run.open_results(out, config, specs, inputs)
+        except InputError as error:
+            raise InputError(f"study cell {cell.describe()}: {error} (a cell folder under --work)") from None
         todo = [spec for spec in specs if spec.key not in results.keys()]
         if todo:
             (run_sequences if cell.sequential else run.run_missing)(bench, todo, results, out, inputs)
@@ -366,7 +373,9 @@ def run_study(grid: Grid, *, work, out, cache, device: str = "auto", steps: int 
         for experiment in grid.experiments:
             if experiment not in done_with and all(c in records for c in experiment_cells(experiment)):
                 done_with.add(experiment)
-                write_results(grid, records, out=Path(out), timing=record_time(study, began, final=False), steps=steps)
+                # An interim RESULTS.md (figures are drawn at the end): a long grid shows what it has so far.
+                write_results(grid, records, out=Path(out), timing=record_time(study, began, final=False), steps=steps,
+                              figures=False)
     timing = record_time(study, began, final=True)
     verdicts = write_results(grid, records, out=Path(out), timing=timing, steps=steps)
     return {"runs_made": study.ran, "cells": len(cells), "verdicts": verdicts}
@@ -508,18 +517,33 @@ def mean_ci(values, *, confidence: float = CONFIDENCE) -> Estimate:
     return Estimate(mean, half, len(values))
 
 
-def bootstrap_ci(values, *, statistic=np.mean, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+def sample_means(samples: np.ndarray) -> np.ndarray:
+    """The mean of each resample ``(resamples, n) -> (resamples,)``."""
+    return samples.mean(axis=1)
+
+
+def sample_slopes(samples: np.ndarray) -> np.ndarray:
+    """The least-squares slope of ``y`` on ``log2(count)`` in each resample of ``(count, y)``
+    points ``(resamples, n, 2) -> (resamples,)``; ``nan`` where the counts do not vary."""
+    x, y = np.log2(samples[..., 0]), samples[..., 1]
+    x = x - x.mean(axis=1, keepdims=True)
+    spread = (x * x).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(spread > 0, (x * (y - y.mean(axis=1, keepdims=True))).sum(axis=1) / spread, np.nan)
+
+
+def bootstrap_ci(values, *, statistic=sample_means, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
                  confidence: float = CONFIDENCE):
     """Percentile-bootstrap interval ``(low, high)`` of ``statistic`` over ``values`` (rows of an
-    array; resampled with replacement ``resamples`` times by ``numpy.random.default_rng(seed)``,
-    so the same input gives the same interval). ``None`` for fewer than two values. Resamples on
-    which ``statistic`` is not finite (a slope over one distinct count) are left out."""
+    array, resampled with replacement ``resamples`` times by ``numpy.random.default_rng(seed)``,
+    so the same input gives the same interval; ``statistic`` maps the stacked resamples to one
+    value each, e.g. :func:`sample_means`). ``None`` for fewer than two values. Resamples on which
+    ``statistic`` is not finite (a slope over one distinct count) are left out."""
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return None
     picks = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
-    with np.errstate(all="ignore"):
-        draws = np.array([statistic(values[pick]) for pick in picks], dtype=float)
+    draws = np.asarray(statistic(values[picks]), dtype=float)
     draws = draws[np.isfinite(draws)]
     if not draws.size:
         return None
@@ -589,11 +613,7 @@ def compare(rows: list, a: str, b: str, metric: str) -> Comparison:
 def slope(points) -> float:
     """Least-squares slope of ``y`` on ``log2(count)`` over ``points`` ``(n, 2)`` of ``(count, y)``;
     ``nan`` when the counts do not vary."""
-    points = np.asarray(points, dtype=float)
-    x = np.log2(points[:, 0])
-    if np.ptp(x) == 0:
-        return float("nan")
-    return float(np.polyfit(x, points[:, 1], 1)[0])
+    return float(sample_slopes(np.asarray(points, dtype=float)[None])[0])
 
 
 def growth(rows: list, a: str, b: str, metric: str) -> tuple:
@@ -602,14 +622,15 @@ def growth(rows: list, a: str, b: str, metric: str) -> tuple:
     points = [(count, -difference) for count, difference in paired_differences(rows, a, b, metric)]
     if len({count for count, _ in points}) < 2:
         return None, None, len(points)
-    return slope(points), bootstrap_ci(points, statistic=slope), len(points)
+    return slope(points), bootstrap_ci(points, statistic=sample_slopes), len(points)
 
 
 # ---------------------------------------------------------------------------------------------- claims
-def direction_verdict(interval, direction: int) -> str:
+def direction_verdict(interval, direction: int, *, n: int) -> str:
     """``supported`` when the interval lies wholly on the claimed side of 0 (``direction`` +1:
-    above, −1: below), ``contradicted`` when wholly on the other side, else ``cannot decide``."""
-    if interval is None:
+    above, −1: below), ``contradicted`` when wholly on the other side, else ``cannot decide``
+    (also with fewer than :data:`MIN_PAIRS` pairs ``n``)."""
+    if interval is None or n < MIN_PAIRS:
         return UNDECIDED
     low, high = (direction * value for value in interval)
     low, high = min(low, high), max(low, high)
@@ -663,7 +684,8 @@ def threshold_part(rows: list, arm: str, metric: str, threshold: float, directio
 def paired_part(rows: list, a: str, b: str, metric: str, direction: int, text: str) -> Part:
     """A :func:`direction_verdict` on the bootstrap interval of the paired ``a − b``."""
     comparison = compare(rows, a, b, metric)
-    return Part(text, describe_comparison(comparison), direction_verdict(comparison.interval, direction))
+    return Part(text, describe_comparison(comparison),
+                direction_verdict(comparison.interval, direction, n=comparison.n))
 
 
 def growth_part(rows: list, a: str, b: str, metric: str, text: str) -> Part:
@@ -671,7 +693,7 @@ def growth_part(rows: list, a: str, b: str, metric: str, text: str) -> Part:
     value, interval, n = growth(rows, a, b, metric)
     evidence = ("needs two counts or more" if value is None else
                 f"slope {value * 100:+.1f} pts per doubling, 95% CI {_interval(interval, 'pts')}, n={n}")
-    return Part(text, evidence, direction_verdict(interval, +1))
+    return Part(text, evidence, direction_verdict(interval, +1, n=n))
 
 
 NEAR_PERFECT = 0.05  # forget accuracy: the early-stopping target of the trainer
@@ -788,7 +810,8 @@ def describe_comparison(comparison: Comparison) -> str:
     kind = "pts" if METRICS.get(comparison.metric, (None, "num"))[1] in ("pct", "pts") else "num"
     unit = " pts" if kind == "pts" else ""
     p = NOT_MEASURED if comparison.sign_p is None else f"{comparison.sign_p:.3f}"
-    mean = NOT_MEASURED if comparison.mean is None else f"{comparison.mean * SCALES[kind][0]:+.{SCALES[kind][2]}f}{unit}"
+    scale, _, digits = SCALES[kind]
+    mean = NOT_MEASURED if comparison.mean is None else f"{comparison.mean * scale:+.{digits}f}{unit}"
     return (f"mean difference {mean}, 95% CI {_interval(comparison.interval, kind)}, sign test p={p} "
             f"({comparison.above} above, {comparison.below} below, n={comparison.n})")
 
@@ -807,10 +830,15 @@ def experiment_table(rows: list, experiment: Experiment) -> str:
         for arm in experiment.arms:
             group = select(chosen, arm=arm.name, count=count)
             if group:
-                lines.append([count, arm.name, len(group), *(format_estimate(mean_ci(r["after"].get(m) for r in group), kind)
-                                                            for m, (_, kind) in METRICS.items())])
+                lines.append([count, arm.name, len(group), *metric_cells(group, METRICS)])
     return markdown_table(["k", "arm", "seeds", *(title for title, _ in METRICS.values())], lines) if lines else \
         "No finished runs yet."
+
+
+def metric_cells(group: list, metrics: dict) -> list:
+    """Mean ± 95% CI over the rows of ``group`` of each metric of ``metrics`` (key -> (title, format))."""
+    return [format_estimate(mean_ci(row["after"].get(metric) for row in group), kind)
+            for metric, (_, kind) in metrics.items()]
 
 
 def sweep_table(rows: list, experiment: Experiment) -> str:
@@ -819,15 +847,15 @@ def sweep_table(rows: list, experiment: Experiment) -> str:
 
     chosen = experiment_rows(rows, experiment)
     defaults = unlearning.objective_options("hac")
+    metrics = OrderedDict((m, v) for m, v in METRICS.items() if m != "average_gap")  # the sweep has no oracle
     lines = []
     for option, symbol in SWEEP_WEIGHTS.items():
         for value in SWEEP_VALUES:
             group = select(chosen, arm=sweep_arm(option, value).name)
             if group:
                 label = f"{symbol} = {value:g}" + (" (HAC default)" if defaults[option] == value else "")
-                lines.append([label, len(group), *(format_estimate(mean_ci(r["after"].get(m) for r in group), kind)
-                                                   for m, (_, kind) in METRICS.items() if m != "average_gap")])
-    titles = [title for m, (title, _) in METRICS.items() if m != "average_gap"]
+                lines.append([label, len(group), *metric_cells(group, metrics)])
+    titles = [title for title, _ in metrics.values()]
     return markdown_table(["weight", "runs", *titles], lines) if lines else "No finished runs yet."
 
 
@@ -839,9 +867,7 @@ def sequential_table(rows: list, experiment: Experiment) -> str:
         for stage in range(1, experiment.counts[0] + 1):
             group = select(chosen, arm=arm.name, count=stage, sequential=True)
             if group:
-                lines.append([arm.name, stage, len(group),
-                              *(format_estimate(mean_ci(r["after"].get(m) for r in group), kind)
-                                for m, (_, kind) in SEQUENTIAL_METRICS.items())])
+                lines.append([arm.name, stage, len(group), *metric_cells(group, SEQUENTIAL_METRICS)])
     return markdown_table(["arm", "stage", "seeds", *(title for title, _ in SEQUENTIAL_METRICS.values())], lines) \
         if lines else "No finished runs yet."
 
@@ -914,8 +940,8 @@ def hyperbolicity_table(rows: list, experiment: Experiment) -> str:
                 after = mean_ci(r["after"].get(metric) for r in group)
                 cells.append(f"{format_value(before.mean, 'num')} → {format_estimate(after, 'num')}")
             lines.append([arm.name, len(group), *cells])
-    return markdown_table(["arm", "runs", *(f"{title} before → after" for title, _ in HYPERBOLICITY_METRICS.values())],
-                          lines) if lines else "No finished runs yet."
+    titles = [f"{title} before → after" for title, _ in HYPERBOLICITY_METRICS.values()]
+    return markdown_table(["arm", "runs", *titles], lines) if lines else "No finished runs yet."
 
 
 def flat_regime_sentence(rows: list, experiment: Experiment) -> str:
@@ -966,8 +992,12 @@ def draw_figure(path: Path, grid: Grid, rows: list, metrics: tuple) -> bool:
             ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
             ax.set_xlabel("concepts forgotten at once")
             ax.set_ylabel(METRICS[metric][0])
+            if METRICS[metric][1] == "pct":  # a fraction: intervals of two seeds reach far past [0, 1]
+                ax.set_ylim(-0.05, 1.05)
             ax.set_title(dataset_label(experiment.dataset))
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:  # a metric not measured draws no line
+                ax.legend(fontsize=7)
+    fig.suptitle("mean ± 95% CI over seeds", fontsize=9)
     fig.tight_layout()
     try:
         atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=110))
@@ -977,13 +1007,15 @@ def draw_figure(path: Path, grid: Grid, rows: list, metrics: tuple) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- RESULTS.md
-def write_results(grid: Grid, records_by_cell: dict, *, out: Path, timing: dict, steps: int | None = None) -> list:
-    """Write ``out`` (atomically) and its figures beside it from the records of the finished cells;
-    returns the claim verdicts."""
+def write_results(grid: Grid, records_by_cell: dict, *, out: Path, timing: dict, steps: int | None = None,
+                  figures: bool = True) -> list:
+    """Write ``out`` (atomically) and, with ``figures``, its figures beside it, from the records of
+    the finished cells; returns the claim verdicts."""
     rows = rows_of(records_by_cell)
     verdicts = decide_claims(grid, rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    figures = [name for name, metrics in FIGURES.items() if draw_figure(out.parent / name, grid, rows, metrics)]
+    drawn = [name for name, metrics in FIGURES.items()
+             if figures and draw_figure(out.parent / name, grid, rows, metrics)]
     parts = [f"# Results of the pre-registered study ({grid.name} grid)",
              "Written by `python -m benchmarks.study" + (" --quick" if grid.name == "quick" else "") +
              "` from the runs it made (each run's record is in its cell folder under the study's `--work`); "
@@ -991,8 +1023,8 @@ def write_results(grid: Grid, records_by_cell: dict, *, out: Path, timing: dict,
              grid_section(grid, records_by_cell, timing, steps), claims_section(verdicts)]
     for experiment in grid.experiments:
         parts.append(experiment_section(experiment, rows))
-    if figures:
-        parts += ["## Figures", *(f"![{name}]({name})" for name in figures)]
+    if drawn:
+        parts += ["## Figures", *(f"![{name}]({name})" for name in drawn)]
     parts.append(STATISTICS_TEXT)
     atomic_write_text(out, "\n\n".join(part for part in parts if part) + "\n")
     return verdicts
@@ -1042,7 +1074,7 @@ def claim_sentence(verdict: Verdict) -> str:
     head = {SUPPORTED: "the data supports", CONTRADICTED: "the data contradicts",
             UNDECIDED: "the data cannot decide"}[verdict.verdict]
     details = [f"{label}: {'; '.join(by[kind])}" for kind, label in
-               ((SUPPORTED, "supported"), (CONTRADICTED, "contradicted"), (UNDECIDED, "undecided")) if by[kind]]
+               ((SUPPORTED, "Supported"), (CONTRADICTED, "Contradicted"), (UNDECIDED, "Undecided")) if by[kind]]
     return f"On {verdict.dataset}, {head} claim {verdict.claim} ({verdict.statement}). " + ". ".join(details) + "."
 
 
@@ -1063,7 +1095,9 @@ CLAIM_RULES_TEXT = f"""Each claim is decided per dataset on its scaling experime
 
 - a *paired* test ("HAC below AC"): **supported** when the 95% bootstrap interval of the mean paired
   difference lies wholly on the claimed side of 0, **contradicted** when it lies wholly on the other
-  side, **cannot decide** otherwise (the sign test is reported beside it, not used);
+  side, **cannot decide** otherwise, and always with fewer than {MIN_PAIRS} pairs (below that a
+  bootstrap interval is little more than the range of the differences; the sign test is reported
+  beside it, not used);
 - a *growth* test ("the advantage grows with the number of concepts"): the same rule on the
   bootstrap interval of the least-squares slope of the paired advantage against log₂ k;
 - a *threshold* test ("≤ {NEAR_PERFECT:.0%} at every count"): **supported** when every count's 95%
@@ -1099,7 +1133,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="docs/RESULTS.md", help="the results file (default: %(default)s)")
     parser.add_argument("--cache", default="runs/pretrained", help="pretrained-model cache (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N", help="data-loader processes (harness default)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="data-loader processes (default: the harness's)")
     parser.add_argument("--steps", type=int, default=None,
                         help="override every method's unlearning steps (smoke tests only: RESULTS.md then says the "
                              "settings are not the pre-registered ones)")
