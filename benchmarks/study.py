@@ -321,9 +321,12 @@ def check_cells(study: Study, cells: list) -> None:
             raise InputError(f"sequential cell {cell.describe()}: an arm with options {dict(cell.arm.options)} "
                              "cannot run a sequence; expected an arm without options")
         bench = study.bench(cell.dataset)
-        for spec in cell.specs(bench.data.classes):
-            create_method(spec.method).check(spec, checkpoint=False)
-            check_forget_set(bench.data.dataset, spec.forget)
+        try:
+            for spec in cell.specs(bench.data.classes):
+                create_method(spec.method).check(spec, checkpoint=False)
+                check_forget_set(bench.data.dataset, spec.forget)
+        except InputError as error:
+            raise InputError(f"study cell {cell.describe()}: {error}") from None
 
 
 def run_cell(study: Study, cell: Cell) -> tuple:
@@ -364,19 +367,23 @@ def run_study(grid: Grid, *, work, out, cache, device: str = "auto", steps: int 
     study = Study(Path(work), str(cache), device=device, steps=steps, progress=progress, workers=workers)
     cells = grid_cells(grid)
     check_cells(study, cells)
-    records, done_with = {}, set()
-    for number, cell in enumerate(cells, 1):
-        cell_began = time.perf_counter()
-        records[cell], made = run_cell(study, cell)
-        study.ran += made
-        tell(progress_line(number, len(cells), cell, records[cell], made, time.perf_counter() - cell_began))
-        for experiment in grid.experiments:
-            if experiment not in done_with and all(c in records for c in experiment_cells(experiment)):
-                done_with.add(experiment)
-                # An interim RESULTS.md (figures are drawn at the end): a long grid shows what it has so far.
-                write_results(grid, records, out=Path(out), timing=record_time(study, began, final=False), steps=steps,
-                              figures=False)
-    timing = record_time(study, began, final=True)
+    records, done_with, finished = {}, set(), False
+    try:
+        for number, cell in enumerate(cells, 1):
+            cell_began = time.perf_counter()
+            records[cell], made = run_cell(study, cell)
+            study.ran += made
+            tell(progress_line(number, len(cells), cell, records[cell], made, time.perf_counter() - cell_began))
+            for experiment in grid.experiments:
+                if experiment not in done_with and all(c in records for c in experiment_cells(experiment)):
+                    done_with.add(experiment)
+                    # An interim RESULTS.md (figures are drawn at the end): a long grid shows what it has so far.
+                    write_results(grid, records, out=Path(out), timing=record_time(study, began, save=False),
+                                  steps=steps, figures=False)
+        finished = True
+    finally:
+        # The time of a command cut short counts too: the grid is then finished by several commands.
+        timing = record_time(study, began, save=bool(study.ran) or not finished)
     verdicts = write_results(grid, records, out=Path(out), timing=timing, steps=steps)
     return {"runs_made": study.ran, "cells": len(cells), "verdicts": verdicts}
 
@@ -394,13 +401,13 @@ def progress_line(number: int, total: int, cell: Cell, records: list, made: int,
 TIMING_FILE = "timing.json"
 
 
-def record_time(study: Study, began: float, *, final: bool) -> dict:
-    """The wall time of this command so far and of the earlier ones that made runs in ``work``
-    (``work/timing.json``, updated at the end of a command that made runs)."""
+def record_time(study: Study, began: float, *, save: bool) -> dict:
+    """The wall time of this command so far and of the earlier ones saved in ``work/timing.json``
+    (with ``save``, this command's time is added there)."""
     path = study.work / TIMING_FILE
     earlier = json.loads(path.read_text()) if path.exists() else {"seconds": 0.0, "commands": 0}
     now = time.perf_counter() - began
-    if final and study.ran:
+    if save:
         from .common import write_json
 
         write_json(path, {"seconds": earlier["seconds"] + now, "commands": earlier["commands"] + 1})

@@ -2,6 +2,7 @@
 claim rules on hand-made rows, the grid, and one miniature grid end to end on a small folder
 dataset (two-step pretraining, one unlearning step, the audit families the study reads)."""
 
+import json
 import math
 
 import numpy as np
@@ -216,10 +217,23 @@ def test_a_miniature_study_writes_results_and_resumes(tmp_path, quick_models, ca
     cell = study.Cell(dataset, HAC_MERU, 2, 1)
     assert (cell.folder(options["work"]) / "results.jsonl").exists()
     assert cell.folder(options["work"]) == tmp_path / "work" / "data" / "k2-seed1" / "hac-lorentz"
+    timing = json.loads((tmp_path / "work" / "timing.json").read_text())
+    assert timing["commands"] == 1 and timing["seconds"] > 0
     # Again: nothing new runs, nothing is pretrained, the same tables come back.
     quick_models.clear()
     capsys.readouterr()
     again = study.run_study(grid, **options)
     assert again["runs_made"] == 0 and quick_models == []
+    assert json.loads((tmp_path / "work" / "timing.json").read_text()) == timing  # no runs: not counted
     assert capsys.readouterr().err.count("already done") == 18
     assert options["out"].read_text().split("## Claims")[1] == text.split("## Claims")[1]
+
+
+def test_a_grid_the_dataset_cannot_take_is_refused_before_anything_runs(tmp_path, quick_models):
+    dataset = str(write_dataset(tmp_path / "data", pairs()))  # two leaves: forgetting both leaves nothing
+    grid = Grid("bad", (Experiment("Scaling", dataset, (HAC_MERU,), (1, 2), (0,), "scaling"),))
+    with pytest.raises(study.InputError, match=r"^study cell data k=2 seed 0: HAC on MERU: --scaling 2: the dataset "
+                                               r"has only 2 leaf concepts"):
+        study.run_study(grid, work=tmp_path / "work", out=tmp_path / "RESULTS.md", cache=tmp_path / "cache",
+                        device="cpu", workers=0)
+    assert quick_models == [] and not (tmp_path / "work").exists() and not (tmp_path / "RESULTS.md").exists()
