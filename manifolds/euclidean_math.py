@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import torch
 
-from .lorentz_math import _safe_norm, near_one_eps, tiny
+from .blocks import row_blocks
+from .lorentz_math import _needs_grad, _safe_norm, near_one_eps, tiny
 
 
 def pairwise_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    r""":math:`|x_i - y_j|` from :math:`|x|^2 + |y|^2 - 2 x\cdot y`: one matrix product.
+    r""":math:`|x_i - y_j| = \sqrt{\max(|x_i|^2 + |y_j|^2 - 2 x_i\cdot y_j,\ \tau)}` (``tau`` is
+    :func:`~manifolds.lorentz_math.tiny`) from one matrix product. ``(n, d), (m, d) -> (n, m)``.
 
-    ``(n, d), (m, d) -> (n, m)``."""
+    The product and :math:`|y_j|^2` come from one ``addmm``; adding :math:`|x_i|^2`, the clamp and
+    the square root run in place by row blocks that stay in cache (:mod:`manifolds.blocks`). When a
+    gradient is needed the backward is one elementwise pass and one matrix product per input
+    (:class:`_PairwiseEuclidean`). Inputs with batch dimensions take
+    :func:`pairwise_dist_formula`."""
+    if x.dim() != 2 or y.dim() != 2:
+        return pairwise_dist_formula(x, y)
+    if _needs_grad(x, y):
+        return _PairwiseEuclidean.apply(x, y)
+    return _sqrt_rows_(_product_and_y_norms(x, y), x.pow(2).sum(-1, keepdim=True))
+
+
+def pairwise_dist_formula(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    r""":func:`pairwise_dist` as one autograd expression, broadcasting over batch dimensions:
+    ``(..., n, d), (..., m, d) -> (..., n, m)``. The reference of the fast path."""
     squared = (
         x.pow(2).sum(-1, keepdim=True)
         + y.pow(2).sum(-1).unsqueeze(-2)
@@ -18,6 +34,58 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     )
     # Guards rounding below 0 and sqrt's infinite slope at 0 (identical points).
     return squared.clamp_min(tiny(x.dtype)).sqrt()
+
+
+def _product_and_y_norms(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    r""":math:`|y_j|^2 - 2 x_i\cdot y_j`, ``(n, d), (m, d) -> (n, m)``: one ``addmm``."""
+    return torch.addmm(y.pow(2).sum(-1), x, y.t(), alpha=-2.0)
+
+
+def _sqrt_rows_(partial: torch.Tensor, x_squared: torch.Tensor, *,
+                clamped: torch.Tensor | None = None) -> torch.Tensor:
+    r"""In place, block by block: ``partial`` (:math:`|y_j|^2 - 2x_i\cdot y_j`, ``(n, m)``) becomes
+    :math:`\sqrt{\max(\text{partial} + |x_i|^2, \tau)}`; ``x_squared`` is ``(n, 1)``. ``clamped``,
+    optional ``(n, m)`` bool, receives where the clamp acts (the squared distance is at most
+    ``tau``; the gradient is 0 there, as for ``torch.clamp``). Returns ``partial``."""
+    floor = tiny(partial.dtype)
+    for rows in row_blocks(partial):
+        block = partial[rows].add_(x_squared[rows])
+        if clamped is not None:
+            torch.le(block, floor, out=clamped[rows])
+        # Guards rounding below 0 and sqrt's infinite slope at 0 (identical points).
+        block.clamp_(min=floor).sqrt_()
+    return partial
+
+
+class _PairwiseEuclidean(torch.autograd.Function):
+    r"""``d = sqrt(max(|x|^2 + |y|^2 - 2 x y^T, tau))``, ``(n, d), (m, d) -> (n, m)``, with the backward
+
+    .. math:: w_{ij} = g_{ij}/d_{ij}\ (0 \text{ where clamped}),\quad
+              \nabla_x = \operatorname{diag}(w\mathbf 1)\,x - w\,y,\quad
+              \nabla_y = \operatorname{diag}(w^T\mathbf 1)\,y - w^T x ,
+
+    the gradient of :func:`pairwise_dist_formula` with one elementwise pass, two row/column sums
+    and one matrix product per input."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        partial = _product_and_y_norms(x, y)
+        clamped = torch.empty_like(partial, dtype=torch.bool)
+        distances = _sqrt_rows_(partial, x.pow(2).sum(-1, keepdim=True), clamped=clamped)
+        ctx.save_for_backward(x, y, distances, clamped)
+        return distances
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, y, distances, clamped = ctx.saved_tensors
+        weights = torch.div(grad, distances).masked_fill_(clamped, 0.0)
+        grad_x = grad_y = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.addmm(x * weights.sum(1, keepdim=True), weights, y, alpha=-1.0)
+        if ctx.needs_input_grad[1]:
+            grad_y = torch.addmm(y * weights.sum(0).unsqueeze(1), weights.t(), x, alpha=-1.0)
+        return grad_x, grad_y
 
 
 def half_aperture(x: torch.Tensor, *, min_radius: float = 0.1) -> torch.Tensor:
