@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from .blocks import row_blocks
 from .lorentz_math import _needs_grad, _safe_norm, near_one_eps, tiny
 
 
@@ -13,15 +12,14 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     :func:`~manifolds.lorentz_math.tiny`) from one matrix product. ``(n, d), (m, d) -> (n, m)``.
 
     The product and :math:`|y_j|^2` come from one ``addmm``; adding :math:`|x_i|^2`, the clamp and
-    the square root run in place by row blocks that stay in cache (:mod:`manifolds.blocks`). When a
-    gradient is needed the backward is one elementwise pass and one matrix product per input
-    (:class:`_PairwiseEuclidean`). Inputs with batch dimensions take
-    :func:`pairwise_dist_formula`."""
+    the square root run in place on it (:func:`_squared_distances`). When a gradient is needed the
+    backward is one elementwise pass and one matrix product per input (:class:`_PairwiseEuclidean`).
+    Inputs with batch dimensions take :func:`pairwise_dist_formula`."""
     if x.dim() != 2 or y.dim() != 2:
         return pairwise_dist_formula(x, y)
     if _needs_grad(x, y):
         return _PairwiseEuclidean.apply(x, y)
-    return _sqrt_rows_(_product_and_y_norms(x, y), x.pow(2).sum(-1, keepdim=True))
+    return _sqrt_in_place(_squared_distances(x, y))
 
 
 def pairwise_dist_formula(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -36,25 +34,22 @@ def pairwise_dist_formula(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return squared.clamp_min(tiny(x.dtype)).sqrt()
 
 
-def _product_and_y_norms(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    r""":math:`|y_j|^2 - 2 x_i\cdot y_j`, ``(n, d), (m, d) -> (n, m)``: one ``addmm``."""
-    return torch.addmm(y.pow(2).sum(-1), x, y.t(), alpha=-2.0)
+def _squared_norms(x: torch.Tensor) -> torch.Tensor:
+    """:math:`|x_i|^2`, ``(n, d) -> (n,)``: squared ``vector_norm`` (one pass, no ``(n, d)``
+    temporary; within two roundings of the sum of squares)."""
+    return x.pow(2).sum(-1)
 
 
-def _sqrt_rows_(partial: torch.Tensor, x_squared: torch.Tensor, *,
-                clamped: torch.Tensor | None = None) -> torch.Tensor:
-    r"""In place, block by block: ``partial`` (:math:`|y_j|^2 - 2x_i\cdot y_j`, ``(n, m)``) becomes
-    :math:`\sqrt{\max(\text{partial} + |x_i|^2, \tau)}`; ``x_squared`` is ``(n, 1)``. ``clamped``,
-    optional ``(n, m)`` bool, receives where the clamp acts (the squared distance is at most
-    ``tau``; the gradient is 0 there, as for ``torch.clamp``). Returns ``partial``."""
-    floor = tiny(partial.dtype)
-    for rows in row_blocks(partial):
-        block = partial[rows].add_(x_squared[rows])
-        if clamped is not None:
-            torch.le(block, floor, out=clamped[rows])
-        # Guards rounding below 0 and sqrt's infinite slope at 0 (identical points).
-        block.clamp_(min=floor).sqrt_()
-    return partial
+def _squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    r""":math:`|x_i|^2 + |y_j|^2 - 2 x_i\cdot y_j`, ``(n, d), (m, d) -> (n, m)``: one ``addmm``
+    (:math:`|y_j|^2 - 2x_i\cdot y_j`) and one in-place pass adding :math:`|x_i|^2`."""
+    return torch.addmm(_squared_norms(y), x, y.t(), alpha=-2.0).add_(_squared_norms(x).unsqueeze(1))
+
+
+def _sqrt_in_place(squared: torch.Tensor) -> torch.Tensor:
+    """``sqrt(max(squared, tiny))`` in place, ``(n, m) -> (n, m)``."""
+    # Guards rounding below 0 and sqrt's infinite slope at 0 (identical points).
+    return squared.clamp_(min=tiny(squared.dtype)).sqrt_()
 
 
 class _PairwiseEuclidean(torch.autograd.Function):
@@ -64,14 +59,15 @@ class _PairwiseEuclidean(torch.autograd.Function):
               \nabla_x = \operatorname{diag}(w\mathbf 1)\,x - w\,y,\quad
               \nabla_y = \operatorname{diag}(w^T\mathbf 1)\,y - w^T x ,
 
-    the gradient of :func:`pairwise_dist_formula` with one elementwise pass, two row/column sums
-    and one matrix product per input."""
+    the gradient of :func:`pairwise_dist_formula`, with one elementwise pass, a row and a column sum
+    and one matrix product per input. "Clamped" is a squared distance of at most ``tau``, where
+    ``torch.clamp``'s gradient is 0 too. Not twice differentiable."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        partial = _product_and_y_norms(x, y)
-        clamped = torch.empty_like(partial, dtype=torch.bool)
-        distances = _sqrt_rows_(partial, x.pow(2).sum(-1, keepdim=True), clamped=clamped)
+        squared = _squared_distances(x, y)
+        clamped = squared <= tiny(squared.dtype)
+        distances = _sqrt_in_place(squared)
         ctx.save_for_backward(x, y, distances, clamped)
         return distances
 

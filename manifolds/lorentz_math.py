@@ -35,8 +35,6 @@ import math
 
 import torch
 
-from .blocks import row_blocks
-
 # MERU's cap on sqrt(c)·|v| in the exponential map: sinh of it is 2**15, so coordinates and their
 # pairwise products (~2**30) stay far from the float32 overflow at ~3.4e38. Kept for float32 and
 # every lower precision (trained MERU models run their exponential map in float32 with this cap).
@@ -301,25 +299,33 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor, *, c) -> torch.Tensor:
     r"""All geodesic distances :math:`\operatorname{arccosh}(-c\langle x_i, y_j\rangle_L)/\sqrt{c}`
     (MERU's pairwise form) from one matrix product. ``(n, D), (m, D) -> (n, m)``.
 
-    ``-c`` and the Minkowski signs are folded into ``x`` before the product (an ``(n, D)`` pass
-    instead of an ``(n, m)`` one): :math:`z = a\,y^T` with :math:`a = -c\,(-x_t, x_s)`. The
-    elementwise tail, :func:`acosh_distance`'s operations, runs in place on the product by row
-    blocks that stay in cache (:mod:`manifolds.blocks`); when a gradient is needed, the same forward
-    saves :math:`\sqrt{z^2 - 1}` and the backward is one elementwise pass and one matrix product per
-    input (:class:`_PairwiseArccosh`). Inputs with batch dimensions take :func:`acosh_distance` on a
+    ``-c`` and the Minkowski signs are folded into the side with fewer rows before the product (an
+    ``(n, D)`` pass instead of an ``(n, m)`` one, :func:`_fold_minkowski_signs`). The elementwise
+    tail, :func:`acosh_distance`'s operations, runs in place on the product
+    (:func:`_arccosh_in_place`); when a gradient is needed the same forward keeps
+    :math:`\sqrt{z^2 - 1}` and the backward is one elementwise pass and one matrix product per input
+    (:class:`_PairwiseArccosh`). Inputs with batch dimensions take :func:`acosh_distance` of a
     batched product.
 
     Precision: for nearly coincident points far from the origin, :math:`z - 1` is swamped by the
     rounding of :math:`c\,x_t y_t` (about :math:`D\epsilon\,e^{\sqrt{c}(r_x + r_y)}`), so small
     distances come out as about the square root of that; :func:`dist` is accurate there."""
-    minus_c_x = x * _minkowski_signs(x, scale=-c)
     scale = c**-0.5
     if x.dim() != 2 or y.dim() != 2:
-        return acosh_distance(minus_c_x @ y.transpose(-1, -2), c=c)
-    if _needs_grad(minus_c_x, y, scale):
-        return _PairwiseArccosh.apply(minus_c_x, y, scale)
-    distances = torch.mm(minus_c_x, y.t())
-    return _arccosh_rows_(distances, torch.empty_like(distances), scale=scale)
+        return acosh_distance((x * _minkowski_signs(x, scale=-c)) @ y.transpose(-1, -2), c=c)
+    left, right = _fold_minkowski_signs(x, y, c=c)
+    if _needs_grad(left, right, scale):
+        return _PairwiseArccosh.apply(left, right, scale)
+    product = torch.mm(left, right.t())
+    return _arccosh_in_place(product, torch.empty_like(product), scale=scale)
+
+
+def _fold_minkowski_signs(x: torch.Tensor, y: torch.Tensor, *, c) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``(a, b)`` with :math:`a\,b^T = -c\langle x_i, y_j\rangle_L`: the side with fewer rows
+    multiplied by :math:`-c\,(-1, 1, \dots, 1)`, the other as is. ``(n, D), (m, D)``."""
+    if x.shape[0] <= y.shape[0]:
+        return x * _minkowski_signs(x, scale=-c), y
+    return x, y * _minkowski_signs(y, scale=-c)
 
 
 def _needs_grad(*values) -> bool:
@@ -327,61 +333,60 @@ def _needs_grad(*values) -> bool:
     return torch.is_grad_enabled() and any(isinstance(v, torch.Tensor) and v.requires_grad for v in values)
 
 
-def _arccosh_rows_(z: torch.Tensor, roots: torch.Tensor, *, scale, clamped: torch.Tensor | None = None
-                   ) -> torch.Tensor:
-    r"""In place, block by block (:func:`manifolds.blocks.row_blocks`): ``z`` becomes
-    :func:`acosh_distance` of it, :math:`\log(\bar z + \sqrt{\bar z^2 - 1})\cdot s` with
-    :math:`\bar z = \max(z, 1 + \epsilon)` and ``s = scale`` (:math:`1/\sqrt{c}`).
+def _arccosh_floor(dtype: torch.dtype) -> float:
+    """Smallest argument :func:`acosh_distance` evaluates: ``1 + near_one_eps(dtype)``."""
+    return 1.0 + near_one_eps(dtype)
 
-    ``z``, ``roots``: ``(n, m)``; ``roots`` receives :math:`\sqrt{\bar z^2 - 1}` (the reciprocal of
-    arccosh's slope). ``clamped``, optional ``(n, m)`` bool, receives :math:`z \le 1 + \epsilon`,
-    where the clamp acts and the gradient is 0 (as for ``torch.clamp``). Returns ``z``."""
-    floor = 1.0 + near_one_eps(z.dtype)
-    for rows in row_blocks(z):
-        block, root = z[rows], roots[rows]
-        if clamped is not None:
-            torch.le(block, floor, out=clamped[rows])
-        # Guards arccosh's domain (z >= 1, rounding gives z < 1 for near-identical points) and its
-        # infinite slope at z = 1 (identical points, e.g. the diagonal of a pairwise matrix).
-        block.clamp_(min=floor)
-        torch.addcmul(_minus_one(block), block, block, out=root).sqrt_()
-        block.add_(root).log_().mul_(scale)
-    return z
+
+def _arccosh_in_place(z: torch.Tensor, roots: torch.Tensor, *, scale) -> torch.Tensor:
+    r"""``z`` becomes :func:`acosh_distance` of it, in place:
+    :math:`\log(\bar z + \sqrt{\bar z^2 - 1})\cdot s` with :math:`\bar z = \max(z, 1 + \epsilon)`
+    and ``s = scale`` (:math:`1/\sqrt{c}`); ``roots`` receives :math:`\sqrt{\bar z^2 - 1}`, the
+    reciprocal of arccosh's slope. ``(n, m), (n, m) -> (n, m)`` (``z`` itself): five passes over
+    ``z`` after the product, the fewest torch's elementwise operations allow (measured in
+    ``benchmarks.geometry_speed``)."""
+    # Guards arccosh's domain (z >= 1, rounding gives z < 1 for near-identical points) and its
+    # infinite slope at z = 1 (identical points, e.g. the diagonal of a pairwise matrix).
+    z.clamp_(min=_arccosh_floor(z.dtype))
+    torch.addcmul(_minus_one(z), z, z, out=roots).sqrt_()
+    return z.add_(roots).log_().mul_(scale)
 
 
 class _PairwiseArccosh(torch.autograd.Function):
-    r"""``d = arccosh(max(a y^T, 1 + eps)) * s``, ``(n, D), (m, D), s -> (n, m)``, with the backward
+    r"""``d = arccosh(max(a b^T, 1 + eps)) * s``, ``(n, D), (m, D), s -> (n, m)``, with the backward
 
-    .. math:: w_{ij} = \frac{s\,g_{ij}}{\sqrt{\bar z_{ij}^2 - 1}}\ (0 \text{ where clamped}),\quad
-              \nabla_a = w\,y,\quad \nabla_y = w^T a,\quad \nabla_s = \sum_{ij} g_{ij}\,d_{ij}/s ,
+    .. math:: w_{ij} = \frac{g_{ij}}{\sqrt{\bar z_{ij}^2 - 1}}\ (0 \text{ where clamped}),\quad
+              \nabla_a = s\,w\,b,\quad \nabla_b = s\,w^T a,\quad \nabla_s = \sum_{ij} g_{ij}\,d_{ij}/s ,
 
     the gradient of :func:`acosh_distance` (``s`` is :math:`1/\sqrt{c}`, a number or a 0-dim
     tensor) from the square roots the forward computed anyway: one elementwise pass and one matrix
-    product per input, where autograd of the formula takes six passes over ``(n, m)``."""
+    product per input, where autograd of the formula takes six passes over ``(n, m)``. "Clamped" is
+    :math:`z \le 1 + \epsilon`, where ``torch.clamp``'s gradient is 0 too. Not twice
+    differentiable."""
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, y: torch.Tensor, scale) -> torch.Tensor:
-        z = torch.mm(a, y.t())
-        roots = torch.empty_like(z)
-        clamped = torch.empty_like(z, dtype=torch.bool)
-        distances = _arccosh_rows_(z, roots, scale=scale, clamped=clamped)
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, scale) -> torch.Tensor:
+        product = torch.mm(a, b.t())
+        clamped = product <= _arccosh_floor(product.dtype)
+        roots = torch.empty_like(product)
+        distances = _arccosh_in_place(product, roots, scale=scale)
         scale_tensor = scale if isinstance(scale, torch.Tensor) else None
         ctx.scale_number = None if scale_tensor is not None else scale
-        ctx.save_for_backward(a, y, roots, clamped, distances, scale_tensor)
+        ctx.save_for_backward(a, b, roots, clamped, distances, scale_tensor)
         return distances
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        a, y, roots, clamped, distances, scale_tensor = ctx.saved_tensors
+        a, b, roots, clamped, distances, scale_tensor = ctx.saved_tensors
         scale = ctx.scale_number if scale_tensor is None else scale_tensor
         weights = torch.div(grad, roots).masked_fill_(clamped, 0.0)
-        grad_a = torch.mm(weights, y).mul_(scale) if ctx.needs_input_grad[0] else None
-        grad_y = torch.mm(weights.t(), a).mul_(scale) if ctx.needs_input_grad[1] else None
+        grad_a = torch.mm(weights, b).mul_(scale) if ctx.needs_input_grad[0] else None
+        grad_b = torch.mm(weights.t(), a).mul_(scale) if ctx.needs_input_grad[1] else None
         grad_scale = None
         if ctx.needs_input_grad[2]:
             grad_scale = (torch.sum(grad * distances) / scale).to(scale_tensor)
-        return grad_a, grad_y, grad_scale
+        return grad_a, grad_b, grad_scale
 
 
 def proju(x: torch.Tensor, u: torch.Tensor, *, c) -> torch.Tensor:
