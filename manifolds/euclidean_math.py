@@ -34,16 +34,12 @@ def pairwise_dist_formula(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return squared.clamp_min(tiny(x.dtype)).sqrt()
 
 
-def _squared_norms(x: torch.Tensor) -> torch.Tensor:
-    """:math:`|x_i|^2`, ``(n, d) -> (n,)``: squared ``vector_norm`` (one pass, no ``(n, d)``
-    temporary; within two roundings of the sum of squares)."""
-    return x.pow(2).sum(-1)
-
-
 def _squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     r""":math:`|x_i|^2 + |y_j|^2 - 2 x_i\cdot y_j`, ``(n, d), (m, d) -> (n, m)``: one ``addmm``
-    (:math:`|y_j|^2 - 2x_i\cdot y_j`) and one in-place pass adding :math:`|x_i|^2`."""
-    return torch.addmm(_squared_norms(y), x, y.t(), alpha=-2.0).add_(_squared_norms(x).unsqueeze(1))
+    (:math:`|y_j|^2 - 2x_i\cdot y_j`) and one in-place pass adding :math:`|x_i|^2`. The squared
+    norms are sums of squares as in :func:`pairwise_dist_formula` (``vector_norm`` squared is
+    faster but not exact for exact inputs, so identical points would miss the clamp)."""
+    return torch.addmm(y.pow(2).sum(-1), x, y.t(), alpha=-2.0).add_(x.pow(2).sum(-1, keepdim=True))
 
 
 def _sqrt_in_place(squared: torch.Tensor) -> torch.Tensor:

@@ -386,7 +386,10 @@ class _PairwiseArccosh(torch.autograd.Function):
         distances = _arccosh_in_place(product, slopes, scale=scale)
         scale_tensor = scale if isinstance(scale, torch.Tensor) else None
         ctx.scale_number = None if scale_tensor is not None else scale
-        ctx.save_for_backward(a, b, slopes, clamped, distances, scale_tensor)
+        # A copy of the distances, and only for the scale's gradient: callers may edit the result
+        # in place (e.g. zero the diagonal) before the backward, as they could the formula's.
+        kept_distances = distances.clone() if ctx.needs_input_grad[2] else None
+        ctx.save_for_backward(a, b, slopes, clamped, kept_distances, scale_tensor)
         return distances
 
     @staticmethod

@@ -270,3 +270,19 @@ def test_second_derivatives_are_refused(geometry):
     assert not grad.requires_grad
     with pytest.raises(RuntimeError, match="does not require grad"):
         torch.autograd.grad(grad.sum(), x)
+
+
+@pytest.mark.parametrize("learnable", [False, True])
+def test_distances_may_be_edited_in_place_before_backward(learnable):
+    """As with the formula, a caller may zero the diagonal of ``Lorentz.cdist`` in place and still
+    backpropagate, the curvature learned or not; the gradients are those of the edited sum."""
+    torch.manual_seed(5)
+    L = Lorentz(0.5, learnable=learnable)
+    x = L.from_space(torch.randn(4, 3, dtype=torch.float64)).detach().requires_grad_()
+    distances = L.cdist(x, x * 1.5)
+    distances.fill_diagonal_(0.0)
+    distances.sum().backward()
+    reference_x = x.detach().clone().requires_grad_()
+    reference = reference_lorentz(reference_x, reference_x * 1.5, L.c)
+    (reference * (1 - torch.eye(4, dtype=torch.float64))).sum().backward()
+    torch.testing.assert_close(x.grad, reference_x.grad, rtol=1e-9, atol=1e-12)
