@@ -31,6 +31,7 @@ functions use the unit ball for every ``k``, i.e. ``sqrt(c)`` times our ball poi
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -171,15 +172,39 @@ def pairwise_inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     ``(n, D), (m, D) -> (n, m)``."""
     # Negating x's time column turns the Minkowski form into a plain dot product (one broadcast
     # multiply over x, cheaper than concatenating a negated column).
-    return (x * _minkowski_signs(x, scale=1.0)) @ y.transpose(-1, -2)
+    return (x * _minkowski_signs(x.shape[-1], time_sign=-1.0, like=x)) @ y.transpose(-1, -2)
 
 
-def _minkowski_signs(x: torch.Tensor, *, scale) -> torch.Tensor:
-    """``scale * (-1, 1, ..., 1)`` of length ``D``, in ``x``'s dtype and device: multiplying a row by
-    it and taking plain dot products gives ``scale * <x, y>_L``."""
-    signs = torch.ones(x.shape[-1], dtype=x.dtype, device=x.device)
-    signs[0] = -1.0
-    return signs * scale
+def _minkowski_signs(width: int, *, time_sign: float, like: torch.Tensor) -> torch.Tensor:
+    """``(s, -s, ..., -s)`` of length ``width`` with ``s = time_sign``, in ``like``'s dtype and
+    device: multiplying a row by it (``s = -1``) and taking plain dot products gives ``<x, y>_L``.
+    A cached constant (never to be written to)."""
+    return _cached_signs(width, float(time_sign), like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_signs(width: int, time_sign: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:func:`_minkowski_signs`, built once per width, sign, dtype and device (building it costs
+    four small operations, a noticeable share of a pairwise distance's fixed cost); a normal
+    tensor even when first asked for under ``torch.inference_mode`` (autograd may save it later)."""
+    with torch.inference_mode(False):
+        signs = torch.full((width,), -time_sign, dtype=dtype, device=device)
+        signs[0] = time_sign
+    return signs
+
+
+def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
+    """``value`` as a cached 0-dim tensor in ``like``'s dtype and device (never to be written to):
+    ``addcmul(-1, z, z)`` is ``z² - 1`` and ``addcdiv(z, 1, r)`` is ``z + 1/r`` in one pass each, and
+    CUDA's ``addcmul`` refuses a CPU scalar tensor as its first argument."""
+    return _cached_scalar(float(value), like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_scalar(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:func:`_scalar`, built once per value, dtype and device (normal tensors, see :func:`_cached_signs`)."""
+    with torch.inference_mode(False):
+        return torch.full((), value, dtype=dtype, device=device)
 
 
 def lorentz_norm(u: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
@@ -253,19 +278,8 @@ def acosh_distance(minus_c_inner: torch.Tensor, *, c) -> torch.Tensor:
     # Guards arccosh's domain (z >= 1, rounding gives z < 1 for near-identical points) and its
     # infinite slope at z = 1 (identical points, e.g. the diagonal of a pairwise matrix).
     clamped = minus_c_inner.clamp_min(1.0 + near_one_eps(minus_c_inner.dtype))
-    root = torch.addcmul(_minus_one(clamped), clamped, clamped).sqrt()
+    root = torch.addcmul(_scalar(-1.0, clamped), clamped, clamped).sqrt()
     return torch.log(clamped + root) / c**0.5
-
-
-def _one(like: torch.Tensor) -> torch.Tensor:
-    """``1`` as a 0-dim tensor on ``like``'s device (``addcdiv(z, 1, r)`` is ``z + 1/r`` in one pass)."""
-    return like.new_full((), 1.0)
-
-
-def _minus_one(like: torch.Tensor) -> torch.Tensor:
-    """``-1`` as a 0-dim tensor on ``like``'s device: ``addcmul(-1, z, z)`` computes ``z² - 1`` in one
-    pass, and CUDA's ``addcmul`` refuses a CPU scalar tensor as its first argument."""
-    return like.new_full((), -1.0)
 
 
 def chord_sq(x: torch.Tensor, y: torch.Tensor, *, c) -> torch.Tensor:
@@ -318,9 +332,9 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor, *, c) -> torch.Tensor:
     rounding of :math:`c\,x_t y_t` (about :math:`D\epsilon\,e^{\sqrt{c}(r_x + r_y)}`), so small
     distances come out as about the square root of that; :func:`dist` is accurate there."""
     scale = c**-0.5
-    if x.dim() != 2 or y.dim() != 2:
-        return acosh_distance((x * _minkowski_signs(x, scale=-c)) @ y.transpose(-1, -2), c=c)
     left, right = _fold_minkowski_signs(x, y, c=c)
+    if x.dim() != 2 or y.dim() != 2:
+        return acosh_distance(left @ right.transpose(-1, -2), c=c)
     if _needs_grad(left, right, scale):
         return _PairwiseArccosh.apply(left, right, scale)
     product = torch.mm(left, right.t())
@@ -329,10 +343,11 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor, *, c) -> torch.Tensor:
 
 def _fold_minkowski_signs(x: torch.Tensor, y: torch.Tensor, *, c) -> tuple[torch.Tensor, torch.Tensor]:
     r"""``(a, b)`` with :math:`a\,b^T = -c\langle x_i, y_j\rangle_L`: the side with fewer rows
-    multiplied by :math:`-c\,(-1, 1, \dots, 1)`, the other as is. ``(n, D), (m, D)``."""
-    if x.shape[0] <= y.shape[0]:
-        return x * _minkowski_signs(x, scale=-c), y
-    return x, y * _minkowski_signs(y, scale=-c)
+    multiplied by :math:`c\,(1, -1, \dots, -1)`, the other as is. ``(..., n, D), (..., m, D)``."""
+    scaled_signs = _minkowski_signs(x.shape[-1], time_sign=1.0, like=x) * c
+    if x.shape[-2] <= y.shape[-2]:
+        return x * scaled_signs, y
+    return x, y * scaled_signs
 
 
 def _needs_grad(*values) -> bool:
@@ -362,8 +377,8 @@ def _arccosh_in_place(z: torch.Tensor, slopes: torch.Tensor, *, scale) -> torch.
     # infinite slope at z = 1 (identical points, e.g. the diagonal of a pairwise matrix): the slope
     # stays below 1/sqrt(2 eps).
     z.clamp_(min=_arccosh_floor(z.dtype))
-    torch.addcmul(_minus_one(z), z, z, out=slopes).rsqrt_()
-    return z.addcdiv_(_one(z), slopes).log2_().mul_(scale * LN2)
+    torch.addcmul(_scalar(-1.0, z), z, z, out=slopes).rsqrt_()
+    return z.addcdiv_(_scalar(1.0, z), slopes).log2_().mul_(scale * LN2)
 
 
 class _PairwiseArccosh(torch.autograd.Function):

@@ -286,3 +286,19 @@ def test_distances_may_be_edited_in_place_before_backward(learnable):
     reference = reference_lorentz(reference_x, reference_x * 1.5, L.c)
     (reference * (1 - torch.eye(4, dtype=torch.float64))).sum().backward()
     torch.testing.assert_close(x.grad, reference_x.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_cached_constants_made_under_inference_mode_serve_autograd_later():
+    """The cached sign vectors and scalars are normal tensors even when first built under
+    ``torch.inference_mode`` (an inference tensor saved for a backward would raise)."""
+    lm._cached_signs.cache_clear()
+    lm._cached_scalar.cache_clear()
+    L = Lorentz(0.5, learnable=True)
+    x = L.from_space(torch.randn(3, 4, dtype=torch.float64)).detach()
+    with torch.inference_mode():
+        first = L.cdist(x, x * 1.2)
+    moving = x.clone().requires_grad_()
+    distances = L.cdist(moving, x * 1.2)
+    distances.sum().backward()
+    torch.testing.assert_close(distances.detach(), first)
+    assert moving.grad is not None and L.log_c.grad is not None
