@@ -37,9 +37,11 @@ def pairwise_dist_formula(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def _squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     r""":math:`|x_i|^2 + |y_j|^2 - 2 x_i\cdot y_j`, ``(n, d), (m, d) -> (n, m)``: one ``addmm``
     (:math:`|y_j|^2 - 2x_i\cdot y_j`) and one in-place pass adding :math:`|x_i|^2`. The squared
-    norms are sums of squares as in :func:`pairwise_dist_formula` (``vector_norm`` squared is
-    faster but not exact for exact inputs, so identical points would miss the clamp)."""
-    return torch.addmm(y.pow(2).sum(-1), x, y.t(), alpha=-2.0).add_(x.pow(2).sum(-1, keepdim=True))
+    norms are the sums of squares of :func:`pairwise_dist_formula` (``vecdot(x, x)``: the same
+    numbers in one call; ``vector_norm`` squared would be faster but inexact for exact inputs, so
+    identical points could miss the clamp)."""
+    x_squared, y_squared = torch.linalg.vecdot(x, x), torch.linalg.vecdot(y, y)
+    return torch.addmm(y_squared, x, y.t(), alpha=-2.0).add_(x_squared.unsqueeze(1))
 
 
 def _sqrt_in_place(squared: torch.Tensor) -> torch.Tensor:
