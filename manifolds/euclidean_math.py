@@ -75,10 +75,11 @@ class _PairwiseEuclidean(torch.autograd.Function):
         x, y, distances, clamped = ctx.saved_tensors
         weights = torch.div(grad, distances).masked_fill_(clamped, 0.0)
         grad_x = grad_y = None
+        # In-place addmm_ accumulates the products into the diagonal terms (no copy of them).
         if ctx.needs_input_grad[0]:
-            grad_x = torch.addmm(x * weights.sum(1, keepdim=True), weights, y, alpha=-1.0)
+            grad_x = (x * weights.sum(1, keepdim=True)).addmm_(weights, y, alpha=-1.0)
         if ctx.needs_input_grad[1]:
-            grad_y = torch.addmm(y * weights.sum(0).unsqueeze(1), weights.t(), x, alpha=-1.0)
+            grad_y = (y * weights.sum(0).unsqueeze(1)).addmm_(weights.t(), x, alpha=-1.0)
         return grad_x, grad_y
 
 
