@@ -5,14 +5,19 @@ hand-written backwards. Checked here:
 
 1. the in-place elementwise tail equals the reference formula on the same matrix product, over the
    whole range of arguments (below 1, at the clamp, up to the largest float32 argument);
-2. the hand-written backwards equal autograd of the reference formulas (clamped entries included)
-   and pass ``gradcheck`` in float64, the curvature's gradient included;
-3. the no-grad and grad paths give the same numbers, empty and batched inputs work.
+2. both paths (no gradient, gradient) give the same numbers, equal to the formulas;
+3. the hand-written backwards equal autograd of the reference formulas (clamped entries included),
+   are as accurate in float32, and pass ``gradcheck`` in float64, the curvature's gradient included;
+4. empty and batched inputs, second derivatives (refused), results edited in place before the
+   backward, cached constants first built under ``torch.inference_mode``.
+
+Speed is not tested here (no timing assertions): ``python -m benchmarks.geometry_speed`` measures it.
 """
 
 from __future__ import annotations
 
 import math
+
 import pytest
 import torch
 from hypothesis import assume, given
@@ -88,7 +93,7 @@ def test_arccosh_in_place_equals_reference_formula_over_wide_range(dtype, c, col
     assert torch.all(distances > 0) and torch.all(distances.isfinite())
 
 
-# ====================================================================== 2. forward against the formula
+# ============================================================ 2. both paths against the formula
 
 
 @given(dtypes, curvatures, st.integers(1, 6), st.integers(1, 6), st.integers(1, 6), st.integers(0, 3), seeds)
