@@ -17,7 +17,10 @@ Everything runs in float32 on the CPU with torch's default number of threads (``
 overrides it). The runs are interleaved in rounds (every operation once per round, the order
 rotated from round to round) after warm-up rounds, so that a shared machine's load slows every
 operation alike; each row gives the median over the rounds, its ratio to the median of the bare
-product, and the median over the rounds of the per-round ratio. Targets (issue 12): forward within
+product, the median over the rounds of the per-round ratio, and the fastest round with its ratio to
+the product's fastest (on a shared machine the median also measures the other jobs: with several
+threads every parallel elementwise pass can wait for a descheduled worker, so measure with
+``OMP_NUM_THREADS=1 ... --threads 1`` there; README quotes both). Targets (issue 12): forward within
 1.2x and forward+backward within 1.5x of the bare product, for both geometries; geoopt's
 broadcasting ``geoopt.Lorentz().dist(x[:, None], y[None])`` (which materialises a
 ``(size, size, dim + 1)`` tensor) at least 5x slower than ``Lorentz().cdist``.
