@@ -31,6 +31,7 @@ functions use the unit ball for every ``k``, i.e. ``sqrt(c)`` times our ball poi
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -45,6 +46,8 @@ MAX_SQRT_C_NORM = math.asinh(2.0**15)
 # that is 2**60, 2**68 below float32's overflow at 2**128. Keeping the same 2**68 headroom below
 # float64's overflow at 2**1024 gives coordinates up to 2**((1024 - 68) / 4) = 2**239.
 MAX_SQRT_C_NORM_FLOAT64 = math.asinh(2.0**239)
+
+LN2 = math.log(2.0)
 
 
 def max_sqrt_c_norm(dtype: torch.dtype) -> float:
@@ -169,15 +172,39 @@ def pairwise_inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     ``(n, D), (m, D) -> (n, m)``."""
     # Negating x's time column turns the Minkowski form into a plain dot product (one broadcast
     # multiply over x, cheaper than concatenating a negated column).
-    return (x * _minkowski_signs(x, scale=1.0)) @ y.transpose(-1, -2)
+    return (x * _minkowski_signs(x.shape[-1], time_sign=-1.0, like=x)) @ y.transpose(-1, -2)
 
 
-def _minkowski_signs(x: torch.Tensor, *, scale) -> torch.Tensor:
-    """``scale * (-1, 1, ..., 1)`` of length ``D``, in ``x``'s dtype and device: multiplying a row by
-    it and taking plain dot products gives ``scale * <x, y>_L``."""
-    signs = torch.ones(x.shape[-1], dtype=x.dtype, device=x.device)
-    signs[0] = -1.0
-    return signs * scale
+def _minkowski_signs(width: int, *, time_sign: float, like: torch.Tensor) -> torch.Tensor:
+    """``(s, -s, ..., -s)`` of length ``width`` with ``s = time_sign``, in ``like``'s dtype and
+    device: multiplying a row by it (``s = -1``) and taking plain dot products gives ``<x, y>_L``.
+    A cached constant (never to be written to)."""
+    return _cached_signs(width, float(time_sign), like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_signs(width: int, time_sign: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:func:`_minkowski_signs`, built once per width, sign, dtype and device (building it costs
+    four small operations, a noticeable share of a pairwise distance's fixed cost); a normal
+    tensor even when first asked for under ``torch.inference_mode`` (autograd may save it later)."""
+    with torch.inference_mode(False):
+        signs = torch.full((width,), -time_sign, dtype=dtype, device=device)
+        signs[0] = time_sign
+    return signs
+
+
+def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
+    """``value`` as a cached 0-dim tensor in ``like``'s dtype and device (never to be written to):
+    ``addcmul(-1, z, z)`` is ``z² - 1`` and ``addcdiv(z, 1, r)`` is ``z + 1/r`` in one pass each, and
+    CUDA's ``addcmul`` refuses a CPU scalar tensor as its first argument."""
+    return _cached_scalar(float(value), like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_scalar(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:func:`_scalar`, built once per value, dtype and device (normal tensors, see :func:`_cached_signs`)."""
+    with torch.inference_mode(False):
+        return torch.full((), value, dtype=dtype, device=device)
 
 
 def lorentz_norm(u: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
@@ -251,23 +278,8 @@ def acosh_distance(minus_c_inner: torch.Tensor, *, c) -> torch.Tensor:
     # Guards arccosh's domain (z >= 1, rounding gives z < 1 for near-identical points) and its
     # infinite slope at z = 1 (identical points, e.g. the diagonal of a pairwise matrix).
     clamped = minus_c_inner.clamp_min(1.0 + near_one_eps(minus_c_inner.dtype))
-    root = torch.addcmul(_minus_one(clamped), clamped, clamped).sqrt()
+    root = torch.addcmul(_scalar(-1.0, clamped), clamped, clamped).sqrt()
     return torch.log(clamped + root) / c**0.5
-
-
-def _acosh_distance_(minus_c_inner: torch.Tensor, *, c) -> torch.Tensor:
-    """:func:`acosh_distance` computed in place in its argument (a temporary, no autograd):
-    the same operations, so the same numbers."""
-    # Same guard as in acosh_distance: arccosh's domain and its infinite slope at 1.
-    clamped = minus_c_inner.clamp_(min=1.0 + near_one_eps(minus_c_inner.dtype))
-    root = torch.addcmul(_minus_one(clamped), clamped, clamped).sqrt_()
-    return root.add_(clamped).log_().div_(c**0.5)
-
-
-def _minus_one(like: torch.Tensor) -> torch.Tensor:
-    """``-1`` as a 0-dim tensor on ``like``'s device: ``addcmul(-1, z, z)`` computes ``z² - 1`` in one
-    pass, and CUDA's ``addcmul`` refuses a CPU scalar tensor as its first argument."""
-    return like.new_full((), -1.0)
 
 
 def chord_sq(x: torch.Tensor, y: torch.Tensor, *, c) -> torch.Tensor:
@@ -308,20 +320,105 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor, *, c) -> torch.Tensor:
     r"""All geodesic distances :math:`\operatorname{arccosh}(-c\langle x_i, y_j\rangle_L)/\sqrt{c}`
     (MERU's pairwise form) from one matrix product. ``(n, D), (m, D) -> (n, m)``.
 
-    ``-c`` and the Minkowski signs are folded into ``x`` before the product (an ``(n, D)`` pass
-    instead of an ``(n, m)`` one). When nothing needs a gradient, the elementwise tail runs in place
-    on the product; otherwise it is the differentiable :func:`acosh_distance`.
+    ``-c`` and the Minkowski signs are folded into the side with fewer rows before the product (an
+    ``(n, D)`` pass instead of an ``(n, m)`` one, :func:`_fold_minkowski_signs`). The elementwise
+    tail, :func:`acosh_distance`'s formula, runs in place on the product
+    (:func:`_arccosh_in_place`); when a gradient is needed the same forward keeps arccosh's slope
+    :math:`1/\sqrt{z^2 - 1}` and the backward is one elementwise pass and one matrix product per input
+    (:class:`_PairwiseArccosh`). Inputs with batch dimensions take :func:`acosh_distance` of a
+    batched product.
 
     Precision: for nearly coincident points far from the origin, :math:`z - 1` is swamped by the
     rounding of :math:`c\,x_t y_t` (about :math:`D\epsilon\,e^{\sqrt{c}(r_x + r_y)}`), so small
     distances come out as about the square root of that; :func:`dist` is accurate there."""
-    minus_c_inner = (x * _minkowski_signs(x, scale=-c)) @ y.transpose(-1, -2)
-    needs_grad = torch.is_grad_enabled() and (
-        minus_c_inner.requires_grad or (isinstance(c, torch.Tensor) and c.requires_grad)
-    )
-    if needs_grad:
-        return acosh_distance(minus_c_inner, c=c)
-    return _acosh_distance_(minus_c_inner, c=c)
+    scale = c**-0.5
+    left, right = _fold_minkowski_signs(x, y, c=c)
+    if x.dim() != 2 or y.dim() != 2:
+        return acosh_distance(left @ right.transpose(-1, -2), c=c)
+    if _needs_grad(left, right, scale):
+        return _PairwiseArccosh.apply(left, right, scale)
+    product = torch.mm(left, right.t())
+    return _arccosh_in_place(product, torch.empty_like(product), scale=scale)
+
+
+def _fold_minkowski_signs(x: torch.Tensor, y: torch.Tensor, *, c) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``(a, b)`` with :math:`a\,b^T = -c\langle x_i, y_j\rangle_L`: the side with fewer rows
+    multiplied by :math:`c\,(1, -1, \dots, -1)`, the other as is. ``(..., n, D), (..., m, D)``."""
+    scaled_signs = _minkowski_signs(x.shape[-1], time_sign=1.0, like=x) * c
+    if x.shape[-2] <= y.shape[-2]:
+        return x * scaled_signs, y
+    return x, y * scaled_signs
+
+
+def _needs_grad(*values) -> bool:
+    """Whether autograd is recording and any of ``values`` (tensors or numbers) requires a gradient."""
+    return torch.is_grad_enabled() and any(isinstance(v, torch.Tensor) and v.requires_grad for v in values)
+
+
+def _arccosh_floor(dtype: torch.dtype) -> float:
+    """Smallest argument :func:`acosh_distance` evaluates: ``1 + near_one_eps(dtype)``."""
+    return 1.0 + near_one_eps(dtype)
+
+
+def _arccosh_in_place(z: torch.Tensor, slopes: torch.Tensor, *, scale) -> torch.Tensor:
+    r"""``z`` becomes :func:`acosh_distance` of it, in place, ``(n, m), (n, m) -> (n, m)`` (``z``
+    itself), and ``slopes`` receives arccosh's slope :math:`1/\sqrt{\bar z^2 - 1}`, with
+    :math:`\bar z = \max(z, 1 + \epsilon)` and ``s = scale`` (:math:`1/\sqrt{c}`):
+
+    .. math:: \bar z^2 - 1 \to \text{rsqrt} \to \text{slopes},\qquad
+              d = \log_2\big(\bar z + 1/\text{slopes}\big)\cdot(s \ln 2) .
+
+    Five passes over ``z`` after the product (clamp, ``addcmul``, ``rsqrt``, ``addcdiv``,
+    ``log2``) and a scale: ``rsqrt`` and ``log2`` are the cheaper of torch's square roots and
+    logarithms on the CPU, and the slope is the backward's factor (see
+    ``benchmarks.geometry_speed``). The values are :func:`acosh_distance`'s to a rounding of
+    :math:`\bar z + \sqrt{\bar z^2 - 1}` (relative ``eps``, i.e. ``eps/sqrt(c)`` absolute in ``d``)."""
+    # Guards arccosh's domain (z >= 1, rounding gives z < 1 for near-identical points) and its
+    # infinite slope at z = 1 (identical points, e.g. the diagonal of a pairwise matrix): the slope
+    # stays below 1/sqrt(2 eps).
+    z.clamp_(min=_arccosh_floor(z.dtype))
+    torch.addcmul(_scalar(-1.0, z), z, z, out=slopes).rsqrt_()
+    return z.addcdiv_(_scalar(1.0, z), slopes).log2_().mul_(scale * LN2)
+
+
+class _PairwiseArccosh(torch.autograd.Function):
+    r"""``d = arccosh(max(a b^T, 1 + eps)) * s``, ``(n, D), (m, D), s -> (n, m)``, with the backward
+
+    .. math:: w_{ij} = \frac{g_{ij}}{\sqrt{\bar z_{ij}^2 - 1}}\ (0 \text{ where clamped}),\quad
+              \nabla_a = s\,w\,b,\quad \nabla_b = s\,w^T a,\quad \nabla_s = \sum_{ij} g_{ij}\,d_{ij}/s ,
+
+    the gradient of :func:`acosh_distance` (``s`` is :math:`1/\sqrt{c}`, a number or a 0-dim
+    tensor) from the slopes the forward computed anyway: one elementwise pass and one matrix
+    product per input, where autograd of the formula takes six passes over ``(n, m)``. "Clamped" is
+    :math:`z \le 1 + \epsilon`, where ``torch.clamp``'s gradient is 0 too. Not twice
+    differentiable."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, scale) -> torch.Tensor:
+        product = torch.mm(a, b.t())
+        clamped = product <= _arccosh_floor(product.dtype)
+        slopes = torch.empty_like(product)
+        distances = _arccosh_in_place(product, slopes, scale=scale)
+        scale_tensor = scale if isinstance(scale, torch.Tensor) else None
+        ctx.scale_number = None if scale_tensor is not None else scale
+        # A copy of the distances, and only for the scale's gradient: callers may edit the result
+        # in place (e.g. zero the diagonal) before the backward, as they could the formula's.
+        kept_distances = distances.clone() if ctx.needs_input_grad[2] else None
+        ctx.save_for_backward(a, b, slopes, clamped, kept_distances, scale_tensor)
+        return distances
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        a, b, slopes, clamped, distances, scale_tensor = ctx.saved_tensors
+        scale = ctx.scale_number if scale_tensor is None else scale_tensor
+        weights = torch.mul(grad, slopes).masked_fill_(clamped, 0.0)
+        grad_a = torch.mm(weights, b).mul_(scale) if ctx.needs_input_grad[0] else None
+        grad_b = torch.mm(weights.t(), a).mul_(scale) if ctx.needs_input_grad[1] else None
+        grad_scale = None
+        if ctx.needs_input_grad[2]:
+            grad_scale = (torch.sum(grad * distances) / scale).to(scale_tensor)
+        return grad_a, grad_b, grad_scale
 
 
 def proju(x: torch.Tensor, u: torch.Tensor, *, c) -> torch.Tensor:
