@@ -99,7 +99,9 @@ def oracle_gaps(records: list) -> list:
     of :data:`ORACLE_METRICS` and ``gaps["average_gap"]`` their mean (SalUn's "average gap",
     docs/SPEC.md section 5). A gap is ``None`` where either value was not measured, and so is the
     average then (a mean over fewer metrics would not compare with the others)."""
-    oracles = {_oracle_key(r): r["after"] for r in records if r["method"] == ORACLE}
+    oracles = {_oracle_key(r): r["after"] for r in records if r.get("method") == ORACLE}
+    if not oracles:  # also: records written before the oracle existed may lack the keys it reads
+        return []
     pairs = []
     for record in records:
         oracle = oracles.get(_oracle_key(record))
