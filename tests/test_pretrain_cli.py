@@ -2,7 +2,6 @@
 checkpoint flags its help advertises, and a lock per checkpoint."""
 
 import itertools
-import json
 import os
 import subprocess
 import sys
