@@ -46,3 +46,21 @@ def only_audit_families(names):
     finally:
         AUDIT_FAMILIES.clear()
         AUDIT_FAMILIES.update(saved)
+
+
+#: Options of the quick harness runs: no progress bar, no figures, images decoded in-process.
+QUICK_RUN = ("--no-progress", "--no-figures", "--workers", "0")
+
+
+def run_harness(args, capsys, *, options=("--no-progress",)):
+    """``benchmarks.run.main(args + options)`` in this process: ``(exit status, stdout, stderr)``."""
+    from benchmarks import run
+
+    code = run.main([*args, *options])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def read_records(out) -> list:
+    """The records of ``out/results.jsonl``, in order."""
+    return [json.loads(line) for line in (Path(out) / "results.jsonl").read_text().splitlines()]

@@ -1,7 +1,6 @@
 """End-to-end: pretraining, the unlearning trainer on real models, and the `benchmarks.run` command."""
 
 import copy
-import json
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from benchmarks.audits import AuditContext
 from benchmarks.common import zero_shot_accuracy
 from benchmarks.experiment import (EVAL_EVERY, MAX_FORGET_FRACTION, TARGET_FORGET_ACCURACY, RunSpec,
                                    pretrained_entry, trainer_settings, unlearning_data)
+from folder_data import read_records, run_harness
 
 REQUIRED_KEYS = {"forget_accuracy", "retain_accuracy", "parent_accuracy", "mia_auc", "probe_forget_accuracy",
                  "relearn_forget_accuracy", "alignment_gap", "forget_image_dist0", "retain_image_dist0",
@@ -161,9 +161,7 @@ def test_hac_refuses_clip_and_trainer_validates_arguments(pretrained_cache):
 
 
 def _run(args, capsys):
-    code = run.main([*args, "--no-progress"])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_harness(args, capsys)
 
 
 def test_run_both_geometries_writes_every_output_and_resumes(pretrained_cache, tmp_path, capsys):
@@ -172,7 +170,7 @@ def test_run_both_geometries_writes_every_output_and_resumes(pretrained_cache, t
     args = ["--geometry", "both", "--forget", "heart", "--steps", "3", "--cache", str(cache), "--out", str(out)]
     code, report, err = _run(args, capsys)
     assert code == 0, err
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    records = read_records(out)
     assert [(r["geometry"], r["method"]) for r in records] == [("lorentz", "hac"), ("euclidean", "ac")]
     for record in records:
         assert REQUIRED_KEYS <= set(record["before"]) and REQUIRED_KEYS <= set(record["after"])
@@ -193,7 +191,7 @@ def test_run_scaling_and_ablation(pretrained_cache, tmp_path, capsys):
     code, _, err = _run(["--geometry", "lorentz", "--scaling", "1,2", "--steps", "2", "--cache", str(cache),
                          "--out", str(out)], capsys)
     assert code == 0, err
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    records = read_records(out)
     assert [len(r["forget"]) for r in records] == [1, 2] and (out / "scaling.png").exists()
     assert set(records[0]["forget"]) < set(records[1]["forget"])  # nested draws
     assert [r["settings"]["forget_fraction"] for r in records] == [0.125, 0.25]  # per concept
@@ -201,7 +199,7 @@ def test_run_scaling_and_ablation(pretrained_cache, tmp_path, capsys):
     code, report, err = _run(["--ablation", "--steps", "1", "--cache", str(cache), "--out", str(out), "--no-figures"],
                              capsys)
     assert code == 0, err
-    labels = [json.loads(line)["label"] for line in (out / "results.jsonl").read_text().splitlines()]
+    labels = [record["label"] for record in read_records(out)]
     assert labels[0] == "HAC" and "AC on MERU (λ_E=λ_N=0)" in labels and labels[-1] == "AC on CLIP"
     assert len(labels) == 7
 

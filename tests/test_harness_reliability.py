@@ -27,6 +27,7 @@ from benchmarks.datasets import load_dataset
 from benchmarks.experiment import ResultsFile
 from benchmarks.report import write_report
 from models.checkpoint import atomic_write
+from folder_data import run_harness
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PRETRAINING = {"steps": 2, "batch_size": 8, "lr": 1e-3, "warmup": 1}
@@ -76,9 +77,7 @@ def untrained_checkpoint(path: Path, dataset_path: Path, seed: int) -> Path:
 
 
 def _run(args, capsys):
-    code = run.main([*args, "--no-progress"])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_harness(args, capsys)
 
 
 def _strict_json(text: str):

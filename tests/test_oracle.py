@@ -4,18 +4,16 @@ The runs use a small folder dataset, a two-step pretraining (``default_settings`
 only the zero-shot and membership audits (the metrics the gap compares), so each command takes
 seconds."""
 
-import json
 
 import numpy as np
 import pytest
 import torch
 
 import benchmarks.experiment as experiment
-from benchmarks import run
 from benchmarks.common import EncodedDataset
 from benchmarks.datasets import load_dataset
 from benchmarks.report import oracle_gaps, oracle_table
-from folder_data import HIERARCHY, only_audit_families, pairs, write_dataset
+from folder_data import HIERARCHY, QUICK_RUN, only_audit_families, pairs, read_records, run_harness, write_dataset
 
 TINY_PRETRAINING = {"steps": 2, "batch_size": 8, "lr": 1e-3, "warmup": 1}
 KEPT_AUDITS = ("zero_shot", "membership")
@@ -44,13 +42,7 @@ def pretraining_calls(monkeypatch):
 
 
 def _run(args, capsys):
-    code = run.main([*args, "--no-progress", "--no-figures", "--workers", "0"])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _records(out):
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    return run_harness(args, capsys, options=QUICK_RUN)
 
 
 def test_the_oracle_is_pretrained_without_the_forget_pairs_and_reused_from_the_cache(tmp_path, capsys,
@@ -60,7 +52,7 @@ def test_the_oracle_is_pretrained_without_the_forget_pairs_and_reused_from_the_c
     common = ["--dataset", str(dataset), "--cache", str(cache), "--forget", "circle", "--steps", "1"]
     code, report, err = _run([*common, "--method", "hac,retrain", "--out", str(tmp_path / "out")], capsys)
     assert code == 0, err
-    hac, oracle = _records(tmp_path / "out")
+    hac, oracle = read_records(tmp_path / "out")
     assert (hac["method"], oracle["method"]) == ("hac", "retrain")
     # Two pretrainings: the full model (every train pair), then the oracle on the retain pairs only.
     assert [call["train_rows"] is None for call in pretraining_calls] == [True, False]
@@ -82,7 +74,7 @@ def test_the_oracle_is_pretrained_without_the_forget_pairs_and_reused_from_the_c
     code, _, err = _run([*common, "--method", "retrain", "--out", str(tmp_path / "again")], capsys)
     assert code == 0, err
     assert pretraining_calls == []
-    assert _records(tmp_path / "again")[0]["after"] == oracle["after"]
+    assert read_records(tmp_path / "again")[0]["after"] == oracle["after"]
 
 
 def test_the_oracle_cache_entry_depends_on_the_forget_set_not_its_order(tmp_path):

@@ -5,7 +5,6 @@ The runs use a small folder dataset of three leaves, a two-step pretraining (``d
 is patched), one unlearning step and only the zero-shot and membership audits, so each command
 takes seconds."""
 
-import json
 import shutil
 
 import pytest
@@ -13,9 +12,8 @@ import torch
 
 import benchmarks.experiment as experiment
 import benchmarks.sequential as sequential
-from benchmarks import run
 from benchmarks.datasets import load_dataset
-from folder_data import HIERARCHY, only_audit_families, pairs, write_dataset
+from folder_data import HIERARCHY, QUICK_RUN, only_audit_families, pairs, read_records, run_harness, write_dataset
 
 TINY_PRETRAINING = {"steps": 2, "batch_size": 8, "lr": 1e-3, "warmup": 1}
 KEPT_AUDITS = ("zero_shot", "membership")
@@ -49,14 +47,22 @@ def stages_run(monkeypatch):
     return calls
 
 
+def interrupt_at_stage(monkeypatch, stage: int):
+    """Make the command stop (as Ctrl-C would) when it starts ``stage``, wrapping the current
+    ``run_stage`` (the recording one of :func:`stages_run`); returns that one, to put back."""
+    real = sequential.run_stage
+
+    def interrupted(bench, spec, start_model):
+        if spec.stage == stage:
+            raise KeyboardInterrupt
+        return real(bench, spec, start_model)
+
+    monkeypatch.setattr(sequential, "run_stage", interrupted)
+    return real
+
+
 def _run(args, capsys):
-    code = run.main([*args, "--no-progress", "--no-figures", "--workers", "0"])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _records(out):
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    return run_harness(args, capsys, options=QUICK_RUN)
 
 
 def test_two_stages_are_audited_and_a_rerun_continues_after_the_last_finished_stage(tmp_path, dataset, capsys,
@@ -64,17 +70,10 @@ def test_two_stages_are_audited_and_a_rerun_continues_after_the_last_finished_st
     out = tmp_path / "out"
     args = ["--dataset", str(dataset), "--cache", str(tmp_path / "cache"), "--out", str(out), "--steps", "1",
             "--sequential", "circle,square"]
-    real = sequential.run_stage
-
-    def interrupted_at_stage_2(bench, spec, start_model):
-        if spec.stage == 2:
-            raise KeyboardInterrupt
-        return real(bench, spec, start_model)
-
-    monkeypatch.setattr(sequential, "run_stage", interrupted_at_stage_2)  # wraps the recording one
+    real = interrupt_at_stage(monkeypatch, 2)
     code, _, err = _run(args, capsys)
     assert code == 130, err
-    [first] = _records(out)
+    [first] = read_records(out)
     assert (first["stage"], first["request"], first["forget"], first["sequence"]) == (1, "circle", ["circle"],
                                                                                       ["circle", "square"])
     [checkpoint] = (out / "sequential").glob("*.pt")
@@ -90,7 +89,7 @@ def test_two_stages_are_audited_and_a_rerun_continues_after_the_last_finished_st
     start_weights = stages_run[0][2]
     assert all(torch.equal(start_weights[name], value) for name, value in stage_1["state_dict"].items())
     assert (out / "results.jsonl").read_text().startswith(written)
-    records = _records(out)
+    records = read_records(out)
     assert [(r["stage"], r["request"], r["forget"]) for r in records] == [(1, "circle", ["circle"]),
                                                                          (2, "square", ["circle", "square"])]
     assert records[1]["label"] == "hac (lorentz), sequential" and records[1]["method"] == "hac"
@@ -106,7 +105,7 @@ def test_two_stages_are_audited_and_a_rerun_continues_after_the_last_finished_st
     stages_run.clear()
     code, _, err = _run(args, capsys)
     assert code == 0, err
-    assert stages_run == [] and _records(out) == records
+    assert stages_run == [] and read_records(out) == records
 
     # Another sequence in the same folder is refused.
     code, _, err = _run([*args[:-1], "square,circle"], capsys)
@@ -118,14 +117,7 @@ def test_a_lost_stage_checkpoint_redoes_the_stages_before_without_recording_them
     out = tmp_path / "out"
     args = ["--dataset", str(dataset), "--cache", str(tmp_path / "cache"), "--out", str(out), "--steps", "1",
             "--sequential", "circle,square"]
-    real = sequential.run_stage
-
-    def interrupted_at_stage_2(bench, spec, start_model):
-        if spec.stage == 2:
-            raise KeyboardInterrupt
-        return real(bench, spec, start_model)
-
-    monkeypatch.setattr(sequential, "run_stage", interrupted_at_stage_2)
+    real = interrupt_at_stage(monkeypatch, 2)
     code, _, err = _run(args, capsys)
     assert code == 130, err
     stage_1 = (out / "results.jsonl").read_text()
@@ -137,7 +129,7 @@ def test_a_lost_stage_checkpoint_redoes_the_stages_before_without_recording_them
     assert [(method, stage) for method, stage, _ in stages_run] == [("hac", 1), ("hac", 2)]
     assert "stage 1/2: forgetting circle again, to rebuild its model" in err
     assert (out / "results.jsonl").read_text().startswith(stage_1)
-    assert [r["stage"] for r in _records(out)] == [1, 2]
+    assert [r["stage"] for r in read_records(out)] == [1, 2]
 
 
 def test_the_oracle_of_each_stage_is_retrained_without_every_concept_so_far(tmp_path, dataset, capsys, monkeypatch):
@@ -149,7 +141,7 @@ def test_the_oracle_of_each_stage_is_retrained_without_every_concept_so_far(tmp_
     code, _, err = _run(["--dataset", str(dataset), "--cache", str(tmp_path / "cache"), "--out", str(out),
                          "--method", "retrain", "--sequential", "circle,square"], capsys)
     assert code == 0, err
-    records = _records(out)
+    records = read_records(out)
     assert [r["objective"]["trained_without"] for r in records] == [["circle"], ["circle", "square"]]
     concepts = load_dataset(dataset)
     full, without_circle, without_both = calls
