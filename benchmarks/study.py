@@ -428,6 +428,8 @@ METRICS = OrderedDict([
     ("forget_tree_error", ("forget TIE", "num")),
     ("forget_lca_depth", ("forget LCA depth", "num")),
     ("average_gap", ("oracle avg gap", "pts")),
+    ("unlearning_steps", ("steps", "steps")),
+    ("stopped_early", ("stopped early", "share")),
 ])
 SEQUENTIAL_METRICS = OrderedDict([
     ("request_forget_accuracy", ("request forget acc ↓", "pct")),
@@ -465,6 +467,13 @@ def row_of(record: dict, cell: Cell, average_gap=None) -> dict:
     after, before = dict(record["after"]), dict(record["before"])
     after["retain_kept"] = _ratio(after.get("retain_accuracy"), before.get("retain_accuracy"))
     after["average_gap"] = average_gap
+    # How the run ended: the trainer stops at the first evaluation that meets the forget target.
+    from .methods import ORACLE
+
+    # The retrain oracle's summary is of its pretraining, not of an unlearning run.
+    trained = {} if record.get("method") == ORACLE else record.get("unlearning") or {}
+    after["unlearning_steps"] = trained.get("steps")
+    after["stopped_early"] = None if "stopped_early" not in trained else float(trained["stopped_early"])
     return {"dataset": cell.dataset, "arm": cell.arm.name, "count": len(record["forget"]), "seed": record["seed"],
             "forget": tuple(sorted(record["forget"])), "sequential": cell.sequential, "after": after,
             "before": before}
@@ -786,7 +795,7 @@ def experiment_rows(rows: list, experiment: Experiment) -> list:
 
 
 # ---------------------------------------------------------------------------------------------- formatting
-SCALES = {"pct": (100.0, "%", 1), "pts": (100.0, "", 1), "num": (1.0, "", 3)}
+SCALES = {"pct": (100.0, "%", 1), "pts": (100.0, "", 1), "num": (1.0, "", 3), "steps": (1.0, "", 0)}
 
 
 def format_value(value, kind: str) -> str:
@@ -843,9 +852,17 @@ def experiment_table(rows: list, experiment: Experiment) -> str:
 
 
 def metric_cells(group: list, metrics: dict) -> list:
-    """Mean ± 95% CI over the rows of ``group`` of each metric of ``metrics`` (key -> (title, format))."""
-    return [format_estimate(mean_ci(row["after"].get(metric) for row in group), kind)
+    """Mean ± 95% CI over the rows of ``group`` of each metric of ``metrics`` (key -> (title, format));
+    a ``share`` (a yes/no per run) as "yes of measured": an interval of a proportion over 2-3 runs says nothing."""
+    return [format_share(row["after"].get(metric) for row in group) if kind == "share" else
+            format_estimate(mean_ci(row["after"].get(metric) for row in group), kind)
             for metric, (_, kind) in metrics.items()]
+
+
+def format_share(values) -> str:
+    """``"2/3"``: how many of the measured yes/no values (1.0 / 0.0) are yes; n/a when none is measured."""
+    measured_values = measured(values)
+    return f"{sum(v == 1.0 for v in measured_values)}/{len(measured_values)}" if measured_values else NOT_MEASURED
 
 
 def sweep_table(rows: list, experiment: Experiment) -> str:
@@ -961,6 +978,54 @@ def flat_regime_sentence(rows: list, experiment: Experiment) -> str:
     regime = "below 1: most images lie in the nearly flat regime of the hyperboloid" if median < 1 else \
         "at least 1: most images lie where the hyperboloid's distances grow exponentially"
     return f"Before unlearning the pretrained MERU's median image radius √c·d₀ is {median:.3f}, {regime}."
+
+
+SCALED_QUANTILES = ("5", "25", "50", "75", "95")
+
+
+def pretrained_hyperbolicity_table(rows: list, experiment: Experiment) -> str:
+    """The pretrained MERU model before unlearning (issue 13 item 1: how much hyperbolic room it uses):
+    curvature, quantiles of √c·d₀ for test images and captions, the tangent-space approximation's
+    rank agreement and relative gap, 2δ/diam; means over the HAC runs' before-audits."""
+    group = select(experiment_rows(rows, experiment), arm=HAC_MERU.name)
+    if not group:
+        return ""
+
+    def mean_of(read):
+        return mean_ci(read(r["before"]) for r in group).mean
+
+    def quantile(key, q):
+        return lambda before: (before.get(key) or {}).get(q)
+
+    lines = [[f"{kind} √c·d₀", *(format_value(mean_of(quantile(f"{kind}_scaled_dist0", q)), "num")
+                                 for q in SCALED_QUANTILES)] for kind in ("image", "text")]
+    table = markdown_table(["pretrained MERU", *(f"{q}%" for q in SCALED_QUANTILES)], lines)
+    scalars = ", ".join(f"{title} {format_value(mean_of(lambda b, key=key: b.get(key)), 'num')}" for key, title in (
+        ("curvature", "curvature c"), ("tangent_rank_agreement", "rank agreement of geodesic and tangent-space "
+                                                                 "distances (Spearman)"),
+        ("tangent_relative_gap", "their mean relative gap"), ("gromov_delta_relative", "2δ/diam")))
+    return f"{table}\n\nBefore unlearning ({len(group)} before-audits): {scalars}."
+
+
+def stopping_sentence(rows: list, experiment: Experiment) -> str:
+    """How the unlearning runs ended, in one paragraph computed from the rows: the trainer stops at the
+    first evaluation that meets the forget target, so a run that stops early is read at that moment,
+    while one that never meets it trains every step (and retain accuracy may recover meanwhile)."""
+    chosen = [r for r in experiment_rows(rows, experiment) if r["after"].get("stopped_early") is not None]
+    if not chosen:
+        return ""
+    parts = []
+    for stopped, label in ((1.0, "met the forget target and stopped"), (0.0, "never met it and trained every step")):
+        group = [r for r in chosen if r["after"]["stopped_early"] == stopped]
+        if group:
+            steps = mean_ci(r["after"]["unlearning_steps"] for r in group).mean
+            forget = mean_ci(r["after"]["forget_accuracy"] for r in group).mean
+            kept = mean_ci(r["after"]["retain_kept"] for r in group).mean
+            counts = ", ".join(str(k) for k in sorted({r["count"] for r in group}))
+            parts.append(f"{len(group)} {label} (k = {counts}; mean {format_value(steps, 'steps')} steps, forget "
+                         f"{format_value(forget, 'pct')}, retain kept {format_value(kept, 'pct')})")
+    return (f"Of {len(chosen)} unlearning runs, " + "; ".join(parts) + ". A run that stops early is audited at "
+            "the first evaluation that meets the target, which can fall in the first steps' drop of retain accuracy.")
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -1094,7 +1159,9 @@ def experiment_section(experiment: Experiment, rows: list) -> str:
                                                                     for a, b, what in PAIRS),
                   paired_table(rows, experiment), paired_per_count_table(rows, experiment),
                   f"### Hyperbolicity before and after ({dataset_label(experiment.dataset)})",
-                  flat_regime_sentence(rows, experiment), hyperbolicity_table(rows, experiment)]
+                  flat_regime_sentence(rows, experiment), pretrained_hyperbolicity_table(rows, experiment),
+                  hyperbolicity_table(rows, experiment),
+                  f"### How the runs ended ({dataset_label(experiment.dataset)})", stopping_sentence(rows, experiment)]
     return "\n\n".join(part for part in parts if part)
 
 

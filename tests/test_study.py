@@ -146,6 +146,41 @@ def test_claims_are_decided_by_the_rules():
     assert study.decide_claims(grid, worse)[0].verdict == CONTRADICTED
 
 
+def test_how_the_runs_ended_and_the_pretrained_hyperbolicity_are_computed_from_the_rows():
+    experiment = Experiment("Scaling", "d", study.CORE, (1, 4), (0, 1), "scaling")
+    scaled = {"5": 1.0, "25": 1.1, "50": 1.2, "75": 1.3, "95": 1.4}
+    before = {"curvature": 0.5, "image_scaled_dist0": scaled, "text_scaled_dist0": {q: v / 2 for q, v in scaled.items()},
+              "tangent_rank_agreement": 0.9, "tangent_relative_gap": 0.1, "gromov_delta_relative": 0.4}
+    rows = [row(HAC_MERU, 1, 0, before=before, stopped_early=1.0, unlearning_steps=5, forget_accuracy=0.0,
+                retain_kept=0.6),
+            row(HAC_MERU, 1, 1, before=before, stopped_early=1.0, unlearning_steps=15, forget_accuracy=0.02,
+                retain_kept=0.8),
+            row(AC_CLIP, 4, 0, stopped_early=0.0, unlearning_steps=150, forget_accuracy=0.2, retain_kept=0.95),
+            row(study.RETRAIN_MERU, 4, 0, stopped_early=None, forget_accuracy=0.2)]  # an oracle: not counted
+    assert study.stopping_sentence(rows, experiment) == (
+        "Of 3 unlearning runs, 2 met the forget target and stopped (k = 1; mean 10 steps, forget 1.0%, retain kept "
+        "70.0%); 1 never met it and trained every step (k = 4; mean 150 steps, forget 20.0%, retain kept 95.0%). A run "
+        "that stops early is audited at the first evaluation that meets the target, which can fall in the first "
+        "steps' drop of retain accuracy.")
+    # A yes/no per run is counted, not given an interval; the oracle's is not measured.
+    assert study.metric_cells(rows, {"stopped_early": ("stopped early", "share")}) == ["2/3"]
+    assert study.metric_cells(rows[3:], {"stopped_early": ("stopped early", "share")}) == ["n/a"]
+    table = study.pretrained_hyperbolicity_table(rows, experiment)
+    assert "| image √c·d₀ | 1.000 | 1.100 | 1.200 | 1.300 | 1.400 |" in table
+    assert "| text √c·d₀ | 0.500 | 0.550 | 0.600 | 0.650 | 0.700 |" in table
+    assert table.endswith("Before unlearning (2 before-audits): curvature c 0.500, rank agreement of geodesic and "
+                          "tangent-space distances (Spearman) 0.900, their mean relative gap 0.100, 2δ/diam 0.400.")
+    # A record's unlearning summary becomes the row's steps and stop; the retrain oracle's is its pretraining.
+    cell = study.Cell("d", HAC_MERU, 1, 0)
+    record = {"after": {"retain_accuracy": 0.5}, "before": {"retain_accuracy": 1.0}, "forget": ["c0"], "seed": 0,
+              "unlearning": {"steps": 5, "stopped_early": True}}
+    assert {k: study.row_of(record, cell)["after"][k] for k in ("unlearning_steps", "stopped_early", "retain_kept")} == \
+        {"unlearning_steps": 5, "stopped_early": 1.0, "retain_kept": 0.5}
+    oracle = study.row_of({**record, "method": "retrain", "unlearning": {"steps": 825, "stopped_early": False}},
+                          cell)["after"]
+    assert oracle["unlearning_steps"] is None and oracle["stopped_early"] is None
+
+
 # ------------------------------------------------------------------------------------------- the grid
 def test_the_grids_are_data_and_quick_is_a_subset_of_the_default():
     default, quick = study.grid_cells(study.GRIDS["default"]), study.grid_cells(study.GRIDS["quick"])
@@ -206,6 +241,7 @@ def test_a_miniature_study_writes_results_and_resumes(tmp_path, quick_models, ca
     text = options["out"].read_text()
     for heading in ("# Results of the pre-registered study (mini grid)", "## The grid", "## Claims",
                     "## Scaling on data", "### Paired comparisons (data)", "### Hyperbolicity before and after (data)",
+                    "### How the runs ended (data)", "| pretrained MERU | 5% |",
                     "## Sequential unlearning on data", "## Figures", "## How the numbers are made"):
         assert heading in text
     assert "18 of 18 cells finished" in text and "Trimmed from the grid of issue 13" in text
