@@ -263,6 +263,10 @@ def test_a_miniature_study_writes_results_and_resumes(tmp_path, quick_models, ca
     assert json.loads((tmp_path / "work" / "timing.json").read_text()) == timing  # no runs: not counted
     assert capsys.readouterr().err.count("already done") == 18
     assert options["out"].read_text().split("## Claims")[1] == text.split("## Claims")[1]
+    minutes = f"{timing['seconds'] / 60:.1f} min over 1 command(s) that ran cells"
+    assert f"Wall time: {minutes} (this one:" in text
+    assert f"Wall time: {minutes}, pretraining included where a model was not cached; this file was rewritten by a " \
+           "command that ran none" in options["out"].read_text()
 
 
 def test_a_grid_the_dataset_cannot_take_is_refused_before_anything_runs(tmp_path, quick_models):
