@@ -265,6 +265,11 @@ def test_a_miniature_study_writes_results_and_resumes(tmp_path, quick_models, ca
     assert options["out"].read_text().split("## Claims")[1] == text.split("## Claims")[1]
     minutes = f"{timing['seconds'] / 60:.1f} min over 1 command(s) that ran cells"
     assert f"Wall time: {minutes} (this one:" in text
+    assert "budget on a 2-core CPU (met): a miniature." in text
+    assert study.budget_verdict({"earlier": 3000.0, "this_command": 700.0, "runs_made": 1}, True) == \
+        "not met: see the wall time above"
+    assert study.budget_verdict({"earlier": 3000.0, "this_command": 700.0, "runs_made": 0}, False) == \
+        "not yet known: the grid is not finished"
     assert f"Wall time: {minutes}, pretraining included where a model was not cached; this file was rewritten by a " \
            "command that ran none" in options["out"].read_text()
 
