@@ -48,6 +48,17 @@ def only_audit_families(names):
         AUDIT_FAMILIES.update(saved)
 
 
+#: The pretraining of every cache entry in the harness tests: two steps, whatever the recipe says.
+TINY_PRETRAINING = {"steps": 2, "batch_size": 8, "lr": 1e-3, "warmup": 1}
+
+
+def use_tiny_pretraining(monkeypatch) -> None:
+    """Pretrain every cache entry (the default model and the retrain oracle) with :data:`TINY_PRETRAINING`."""
+    import benchmarks.experiment as experiment
+
+    monkeypatch.setattr(experiment, "default_settings", lambda train_pairs, **_: dict(TINY_PRETRAINING))
+
+
 #: Options of the quick harness runs: no progress bar, no figures, images decoded in-process.
 QUICK_RUN = ("--no-progress", "--no-figures", "--workers", "0")
 

@@ -19,7 +19,6 @@ import pytest
 import torch
 from PIL import Image
 
-import benchmarks.experiment as experiment
 import models
 from benchmarks import run
 from benchmarks.common import EncodedDataset, write_json
@@ -27,10 +26,9 @@ from benchmarks.datasets import load_dataset
 from benchmarks.experiment import ResultsFile
 from benchmarks.report import write_report
 from models.checkpoint import atomic_write
-from folder_data import run_harness
+from folder_data import run_harness, use_tiny_pretraining
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_PRETRAINING = {"steps": 2, "batch_size": 8, "lr": 1e-3, "warmup": 1}
 HIERARCHY = {"circle": "shape", "square": "shape", "shape": None}
 COLOURS = {"circle": (200, 30, 30), "square": (30, 30, 200)}
 
@@ -41,7 +39,7 @@ def quick_models(monkeypatch):
     step each: these tests are about the harness around them."""
     from benchmarks.audits import AUDIT_FAMILIES, audit_probe, audit_relearn
 
-    monkeypatch.setattr(experiment, "default_settings", lambda name: dict(TINY_PRETRAINING))
+    use_tiny_pretraining(monkeypatch)
     monkeypatch.setitem(AUDIT_FAMILIES, "probe", functools.partial(audit_probe, epochs=1))
     monkeypatch.setitem(AUDIT_FAMILIES, "relearn", functools.partial(audit_relearn, steps=1))
 

@@ -13,16 +13,16 @@ import benchmarks.experiment as experiment
 from benchmarks.common import EncodedDataset
 from benchmarks.datasets import load_dataset
 from benchmarks.report import oracle_gaps, oracle_table
-from folder_data import HIERARCHY, QUICK_RUN, only_audit_families, pairs, read_records, run_harness, write_dataset
+from folder_data import (HIERARCHY, QUICK_RUN, TINY_PRETRAINING, only_audit_families, pairs, read_records,
+                         run_harness, use_tiny_pretraining, write_dataset)
 
-TINY_PRETRAINING = {"steps": 2, "batch_size": 8, "lr": 1e-3, "warmup": 1}
 KEPT_AUDITS = ("zero_shot", "membership")
 
 
 @pytest.fixture(autouse=True)
 def quick_models(monkeypatch):
     """Two pretraining steps per cache entry, and only the audits the oracle gap reads."""
-    monkeypatch.setattr(experiment, "default_settings", lambda train_pairs: dict(TINY_PRETRAINING))
+    use_tiny_pretraining(monkeypatch)
     with only_audit_families(KEPT_AUDITS):
         yield
 

@@ -13,9 +13,9 @@ import torch
 import benchmarks.experiment as experiment
 import benchmarks.sequential as sequential
 from benchmarks.datasets import load_dataset
-from folder_data import HIERARCHY, QUICK_RUN, only_audit_families, pairs, read_records, run_harness, write_dataset
+from folder_data import (HIERARCHY, QUICK_RUN, only_audit_families, pairs, read_records, run_harness,
+                         use_tiny_pretraining, write_dataset)
 
-TINY_PRETRAINING = {"steps": 2, "batch_size": 8, "lr": 1e-3, "warmup": 1}
 KEPT_AUDITS = ("zero_shot", "membership")
 THREE_LEAVES = {**HIERARCHY, "star": "shape"}
 
@@ -23,7 +23,7 @@ THREE_LEAVES = {**HIERARCHY, "star": "shape"}
 @pytest.fixture(autouse=True)
 def quick_models(monkeypatch):
     """Two pretraining steps per cache entry, and only the audits the stage tables read."""
-    monkeypatch.setattr(experiment, "default_settings", lambda train_pairs: dict(TINY_PRETRAINING))
+    use_tiny_pretraining(monkeypatch)
     with only_audit_families(KEPT_AUDITS):
         yield
 
@@ -65,14 +65,21 @@ def _run(args, capsys):
     return run_harness(args, capsys, options=QUICK_RUN)
 
 
-def test_two_stages_are_audited_and_a_rerun_continues_after_the_last_finished_stage(tmp_path, dataset, capsys,
-                                                                                     monkeypatch, stages_run):
+def _interrupted_before_stage_2(tmp_path, dataset, capsys, monkeypatch) -> tuple:
+    """Run the sequence circle, square into ``tmp_path / "out"`` and interrupt it when stage 2 starts:
+    ``(out, args, the real run_stage)``."""
     out = tmp_path / "out"
     args = ["--dataset", str(dataset), "--cache", str(tmp_path / "cache"), "--out", str(out), "--steps", "1",
             "--sequential", "circle,square"]
     real = interrupt_at_stage(monkeypatch, 2)
     code, _, err = _run(args, capsys)
     assert code == 130, err
+    return out, args, real
+
+
+def test_two_stages_are_audited_and_a_rerun_continues_after_the_last_finished_stage(tmp_path, dataset, capsys,
+                                                                                     monkeypatch, stages_run):
+    out, args, real = _interrupted_before_stage_2(tmp_path, dataset, capsys, monkeypatch)
     [first] = read_records(out)
     assert (first["stage"], first["request"], first["forget"], first["sequence"]) == (1, "circle", ["circle"],
                                                                                       ["circle", "square"])
@@ -114,12 +121,7 @@ def test_two_stages_are_audited_and_a_rerun_continues_after_the_last_finished_st
 
 def test_a_lost_stage_checkpoint_redoes_the_stages_before_without_recording_them_again(tmp_path, dataset, capsys,
                                                                                          monkeypatch, stages_run):
-    out = tmp_path / "out"
-    args = ["--dataset", str(dataset), "--cache", str(tmp_path / "cache"), "--out", str(out), "--steps", "1",
-            "--sequential", "circle,square"]
-    real = interrupt_at_stage(monkeypatch, 2)
-    code, _, err = _run(args, capsys)
-    assert code == 130, err
+    out, args, real = _interrupted_before_stage_2(tmp_path, dataset, capsys, monkeypatch)
     stage_1 = (out / "results.jsonl").read_text()
     shutil.rmtree(out / "sequential")  # stage 1 is recorded, but there is no model to continue from
     monkeypatch.setattr(sequential, "run_stage", real)

@@ -15,9 +15,8 @@ from benchmarks import study
 from benchmarks.run import draw_concepts
 from benchmarks.study import (AC_CLIP, AC_MERU, CONTRADICTED, HAC_MERU, SUPPORTED, UNDECIDED, Estimate, Experiment,
                               Grid)
-from folder_data import HIERARCHY, only_audit_families, pairs, write_dataset
+from folder_data import HIERARCHY, only_audit_families, pairs, use_tiny_pretraining, write_dataset
 
-TINY_PRETRAINING = {"steps": 2, "batch_size": 8, "lr": 1e-3, "warmup": 1}
 # The families the study reads, less the linear probe (150 epochs per audit; its column shows n/a).
 STUDY_AUDITS = ("zero_shot", "hierarchical", "membership", "hyperbolicity")
 
@@ -218,7 +217,7 @@ def quick_models(monkeypatch):
         calls.append(options)
         return real(model, data, **options)
 
-    monkeypatch.setattr(experiment, "default_settings", lambda train_pairs: dict(TINY_PRETRAINING))
+    use_tiny_pretraining(monkeypatch)
     monkeypatch.setattr(streaming, "default_workers", lambda: 0)  # the audits decode the few images in-process
     monkeypatch.setattr(experiment, "pretrain", recording)
     with only_audit_families(STUDY_AUDITS):
