@@ -31,7 +31,8 @@ from .pretrain import checkpoint_metadata, default_model, default_settings, pret
 # checked on other concepts; README, "Measured defaults"). The harness caps the forget share:
 MAX_FORGET_FRACTION = 0.5
 EVAL_EVERY = 5
-TARGET_FORGET_ACCURACY = 0.05  # early-stopping target on the *train* forget images
+TARGET_FORGET_ACCURACY = 0.05  # early-stopping target on the *train* forget images ...
+TARGET_RETAIN_KEPT = 0.9  # ... met while the train retain images keep this share of their accuracy
 
 
 @dataclass(frozen=True)
@@ -226,12 +227,14 @@ def trainer_settings(method: str, forget_count: int) -> dict:
     """The trainer settings of ``method`` when ``forget_count`` concepts are removed at once: the
     objective's :func:`unlearning.trainer_defaults`, with their per-concept ``forget_fraction`` times
     the count, capped at :data:`MAX_FORGET_FRACTION`, and the probe schedule with its early-stopping
-    target."""
+    targets: stop once the forget images are forgotten *and* the retain accuracy has recovered
+    (:func:`unlearning.trainer.reached_targets`)."""
     if forget_count < 1:
         raise ValueError(f"forget_count must be at least 1, got {forget_count}")
     settings = unlearning.trainer_defaults(method).as_dict()
     settings["forget_fraction"] = min(MAX_FORGET_FRACTION, settings["forget_fraction"] * forget_count)
-    return {**settings, "eval_every": EVAL_EVERY, "target_forget_accuracy": TARGET_FORGET_ACCURACY}
+    return {**settings, "eval_every": EVAL_EVERY, "target_forget_accuracy": TARGET_FORGET_ACCURACY,
+            "target_retain_kept": TARGET_RETAIN_KEPT}
 
 
 def run_one(spec: RunSpec, start_model, context, before: dict, *, environment, overrides: dict | None = None,

@@ -39,8 +39,8 @@ from models.distributed import SINGLE, World, barrier, init_from_environment, pr
 from .common import EncodedDataset, InputError, on_main, resolve_device, tell, write_json
 from .datasets import DatasetError, load_dataset, validate_images
 from .datasets.base import SPLIT_NAMES
-from .experiment import (ResultsFile, RunSpec, cached_model, check_classes, check_vocabulary, pretrained_entry,
-                         run_one, unlearned_copy)
+from .experiment import (TARGET_FORGET_ACCURACY, TARGET_RETAIN_KEPT, ResultsFile, RunSpec, cached_model,
+                         check_classes, check_vocabulary, pretrained_entry, run_one, unlearned_copy)
 from .fingerprints import file_sha256, json_fingerprint, short
 from .locks import LockBusy, hold_lock
 from .methods import ORACLE, Environment, create_method, list_methods
@@ -83,7 +83,8 @@ CONFIG_FIELDS = {
              "--ablation)", None),
     "steps": ("--steps differs", json.dumps),
     "batch_size": ("--batch-size differs", json.dumps),
-    "early_stop": ("--no-early-stop differs", json.dumps),
+    "early_stop": ("the early-stopping rule differs (--no-early-stop, --retain-kept, or a folder written by a "
+                   "version that stopped at the forget target alone)", json.dumps),
 }
 
 
@@ -132,6 +133,10 @@ def parse_args(argv=None):
                         "number of processes (default: each method's own, 128)")
     parser.add_argument("--no-early-stop", action="store_true",
                         help="run every step instead of stopping once the forget concepts are forgotten")
+    parser.add_argument("--retain-kept", type=float, default=TARGET_RETAIN_KEPT, metavar="SHARE",
+                        help="early stopping waits, after the forget target is met, until the retain accuracy "
+                             "is back to this share of its value before unlearning (0: stop at the forget "
+                             "target alone; default: %(default)s)")
     parser.add_argument("--lock-timeout", type=float, default=None, metavar="SECONDS",
                         help="how long to wait for another command using the same --out or cache entry "
                              "(default: as long as it takes)")
@@ -283,6 +288,8 @@ def check_numbers(args) -> None:
         raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    if not 0 <= args.retain_kept <= 1:
+        raise UsageError(f"--retain-kept must be a share in [0, 1] (0: no retain condition), got {args.retain_kept}")
     if args.batch_size is not None and args.batch_size < 2:
         raise UsageError(f"--batch-size must be at least 2 (a retain and a forget pair), got {args.batch_size}")
 
@@ -341,8 +348,15 @@ def experiment_config(args, data: EncodedDataset, specs: list, fingerprints: dic
         "runs": sorted(spec.key for spec in specs),
         "steps": args.steps,
         "batch_size": args.batch_size,
-        "early_stop": not args.no_early_stop,
+        "early_stop": early_stopping_rule(args),
     }
+
+
+def early_stopping_rule(args) -> dict | None:
+    """The early-stopping targets of this command's unlearning runs (``None``: every step runs)."""
+    if args.no_early_stop:
+        return None
+    return {"forget_accuracy": TARGET_FORGET_ACCURACY, "retain_kept": args.retain_kept or None}
 
 
 def config_differences(existing: dict, config: dict) -> list:
@@ -582,12 +596,15 @@ class Workbench:
                            lock_timeout=self.args.lock_timeout)
 
     def trainer_overrides(self) -> dict:
-        """The trainer settings the command line overrides (--steps, --batch-size, --no-early-stop)."""
+        """The trainer settings the command line overrides (--steps, --batch-size, --no-early-stop,
+        --retain-kept)."""
         overrides = {"steps": self.args.steps} if self.args.steps is not None else {}
         if self.args.batch_size is not None:
             overrides["batch_size"] = self.args.batch_size
         if self.args.no_early_stop:
             overrides["target_forget_accuracy"] = None
+        if self.args.retain_kept != TARGET_RETAIN_KEPT:
+            overrides["target_retain_kept"] = self.args.retain_kept or None
         return overrides
 
 

@@ -38,6 +38,7 @@ import numpy as np
 from scipy import stats
 
 from .common import InputError, atomic_write_text, tell
+from .experiment import TARGET_RETAIN_KEPT
 
 #: Sentinels of the verdicts.
 SUPPORTED, CONTRADICTED, UNDECIDED = "supported", "contradicted", "cannot decide"
@@ -274,7 +275,8 @@ class Study:
         """The harness options a cell of ``dataset`` runs with (as ``benchmarks.run`` would parse them)."""
         from . import run
 
-        argv = ["--dataset", str(dataset), "--cache", str(self.cache), "--device", self.device, "--no-figures"]
+        argv = ["--dataset", str(dataset), "--cache", str(self.cache), "--device", self.device, "--no-figures",
+                "--retain-kept", str(STUDY_RETAIN_KEPT)]
         argv += ["--steps", str(self.steps)] if self.steps is not None else []
         argv += ["--workers", str(self.workers)] if self.workers is not None else []
         argv += [] if self.progress else ["--no-progress"]
@@ -714,6 +716,13 @@ def growth_part(rows: list, a: str, b: str, metric: str, text: str) -> Part:
 
 
 NEAR_PERFECT = 0.05  # forget accuracy: the early-stopping target of the trainer
+#: The early-stopping rule the default grid was pre-registered and run with (docs/RESULTS.md): a run
+#: stops at the first evaluation that meets the forget target, whatever its retain accuracy (the
+#: harness's ``--retain-kept 0``). The harness's default now also waits for the retain accuracy to
+#: recover (:data:`benchmarks.experiment.TARGET_RETAIN_KEPT`), because that rule catches some runs in
+#: the first steps' drop of retain accuracy (RESULTS.md, "How the runs ended"); the study keeps its
+#: registered rule until the grid is run again under the new one.
+STUDY_RETAIN_KEPT = 0.0
 REASONABLE_RETAIN = 0.85  # retain accuracy kept: the tuning target (README, Measured defaults)
 PROBE_FINDS = 0.5  # a linear probe that names the concept on half its images still finds it
 
@@ -1026,7 +1035,9 @@ def stopping_sentence(rows: list, experiment: Experiment) -> str:
             parts.append(f"{len(group)} {label} (k = {counts}; mean {format_value(steps, 'steps')} steps, forget "
                          f"{format_value(forget, 'pct')}, retain kept {format_value(kept, 'pct')})")
     return (f"Of {len(chosen)} unlearning runs, " + "; ".join(parts) + ". A run that stops early is audited at "
-            "the first evaluation that meets the target, which can fall in the first steps' drop of retain accuracy.")
+            "the first evaluation that meets the target, which can fall in the first steps' drop of retain accuracy "
+            f"(the study's registered rule, `--retain-kept {STUDY_RETAIN_KEPT:g}`; the harness's default now waits "
+            f"until the retain accuracy is back to {TARGET_RETAIN_KEPT:.0%} of its value before unlearning).")
 
 
 # ---------------------------------------------------------------------------------------------- figures

@@ -11,7 +11,7 @@ import unlearning
 from benchmarks import run
 from benchmarks.audits import AuditContext
 from benchmarks.common import zero_shot_accuracy
-from benchmarks.experiment import (EVAL_EVERY, MAX_FORGET_FRACTION, TARGET_FORGET_ACCURACY, RunSpec,
+from benchmarks.experiment import (EVAL_EVERY, MAX_FORGET_FRACTION, TARGET_FORGET_ACCURACY, TARGET_RETAIN_KEPT, RunSpec,
                                    pretrained_entry, trainer_settings, unlearning_data)
 from folder_data import read_records, run_harness
 
@@ -215,8 +215,8 @@ def test_trainer_settings_scale_the_forget_share_per_concept_up_to_the_cap():
     hac, ac, ga = (unlearning.trainer_defaults(name).as_dict() for name in ("hac", "ac", "ga"))
     assert hac == {"lr": 1e-4, "steps": 150, "batch_size": 128, "forget_fraction": 0.125}
     assert ga["lr"] == 1e-5 and unlearning.trainer_defaults("neggrad+").lr == 5e-5
-    assert trainer_settings("hac", 1) == {**hac, "eval_every": EVAL_EVERY,
-                                          "target_forget_accuracy": TARGET_FORGET_ACCURACY}
+    assert trainer_settings("hac", 1) == {**hac, "eval_every": EVAL_EVERY, "target_forget_accuracy": TARGET_FORGET_ACCURACY,
+                                          "target_retain_kept": TARGET_RETAIN_KEPT}
     assert trainer_settings("ac", 3)["forget_fraction"] == pytest.approx(3 * ac["forget_fraction"])
     assert trainer_settings("ga", 3)["lr"] == ga["lr"]
     assert trainer_settings("ac", 12)["forget_fraction"] == MAX_FORGET_FRACTION
@@ -233,6 +233,7 @@ def test_trainer_settings_scale_the_forget_share_per_concept_up_to_the_cap():
     (["--scaling", "12"], "only 12 leaf concepts"),
     (["--scaling", "0"], "at least 1"),
     (["--steps", "0"], "--steps must be at least 1"),
+    (["--retain-kept", "1.5"], "--retain-kept must be a share in [0, 1] (0: no retain condition), got 1.5"),
     (["--ablation", "--method", "ga"], "drop --method"),
 ])
 def test_run_reports_user_errors_in_one_line(args, message, tmp_path, capsys):
@@ -240,6 +241,26 @@ def test_run_reports_user_errors_in_one_line(args, message, tmp_path, capsys):
     assert code == 2
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert "Traceback" not in err
+
+
+def test_the_early_stopping_rule_reaches_the_trainer_and_identifies_an_output_folder():
+    def rule(argv):
+        return run.early_stopping_rule(run.parse_args(argv))
+
+    assert rule([]) == {"forget_accuracy": TARGET_FORGET_ACCURACY, "retain_kept": TARGET_RETAIN_KEPT}
+    assert rule(["--retain-kept", "0"]) == {"forget_accuracy": TARGET_FORGET_ACCURACY, "retain_kept": None}
+    assert rule(["--no-early-stop"]) is None
+    # A folder of the rule that stopped at the forget target alone (``"early_stop": true``) is not resumed.
+    written = {key: None for key in run.CONFIG_FIELDS} | {"early_stop": True}
+    assert run.config_differences(written, {**written, "early_stop": rule([])})[0].startswith(
+        "the early-stopping rule differs")
+
+    def overrides(argv):
+        return run.Workbench.trainer_overrides(type("Bench", (), {"args": run.parse_args(argv)})())
+
+    assert overrides([]) == {} and overrides(["--retain-kept", "0"]) == {"target_retain_kept": None}
+    assert overrides(["--retain-kept", "0.8", "--no-early-stop"]) == {"target_forget_accuracy": None,
+                                                                       "target_retain_kept": 0.8}
 
 
 def test_run_rejects_wrong_geometry_checkpoint_and_foreign_output_folder(pretrained_cache, tmp_path, capsys):

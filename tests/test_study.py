@@ -160,7 +160,8 @@ def test_how_the_runs_ended_and_the_pretrained_hyperbolicity_are_computed_from_t
         "Of 3 unlearning runs, 2 met the forget target and stopped (k = 1; mean 10 steps, forget 1.0%, retain kept "
         "70.0%); 1 never met it and trained every step (k = 4; mean 150 steps, forget 20.0%, retain kept 95.0%). A run "
         "that stops early is audited at the first evaluation that meets the target, which can fall in the first "
-        "steps' drop of retain accuracy.")
+        "steps' drop of retain accuracy (the study's registered rule, `--retain-kept 0`; the harness's default now "
+        "waits until the retain accuracy is back to 90% of its value before unlearning).")
     # A yes/no per run is counted, not given an interval; the oracle's is not measured.
     assert study.metric_cells(rows, {"stopped_early": ("stopped early", "share")}) == ["2/3"]
     assert study.metric_cells(rows[3:], {"stopped_early": ("stopped early", "share")}) == ["n/a"]

@@ -240,3 +240,62 @@ def test_hac_with_original_distances_computed_once_equals_a_frozen_copy_embeddin
         expected_texts = model.geometry.dist0(frozen.encode_text(tokens[rows]))
     torch.testing.assert_close(table[0, rows], expected_images, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(table[1, rows], expected_texts, rtol=1e-5, atol=1e-6)
+
+
+def test_reached_targets_needs_the_forget_target_and_the_retain_share():
+    from unlearning.trainer import reached_targets
+
+    start = {"forget_accuracy": 0.9, "retain_accuracy": 0.8}
+    rule = dict(target_forget_accuracy=0.05, target_retain_kept=0.5)
+    assert reached_targets({"forget_accuracy": 0.05, "retain_accuracy": 0.4}, start, **rule)  # 0.5 × 0.8, inclusive
+    assert not reached_targets({"forget_accuracy": 0.05, "retain_accuracy": 0.39}, start, **rule)
+    assert not reached_targets({"forget_accuracy": 0.06, "retain_accuracy": 0.8}, start, **rule)
+    assert reached_targets({"forget_accuracy": 0.0, "retain_accuracy": 0.1}, start,
+                           target_forget_accuracy=0.05, target_retain_kept=None)
+    assert not reached_targets({"forget_accuracy": 0.0, "retain_accuracy": 0.8}, start,
+                               target_forget_accuracy=None, target_retain_kept=0.9)
+
+
+class ScriptedProbe:
+    """Probe metrics read from a script, one evaluation after another: the trainer's stopping
+    logic, isolated from what a model happens to learn in a few steps."""
+
+    def __init__(self, forget, retain):
+        self.metrics = [{"forget_accuracy": f, "retain_accuracy": r} for f, r in zip(forget, retain)]
+        self.calls = 0
+
+    def __call__(self, model, world=None):
+        self.calls += 1
+        return self.metrics[self.calls - 1]
+
+
+@pytest.mark.parametrize("target_retain_kept,stop_step", [(None, 5), (0.9, 15)])
+def test_a_run_that_forgets_early_goes_on_until_the_retain_accuracy_recovers(target_retain_kept, stop_step):
+    import models
+
+    torch.manual_seed(0)
+    model = models.create_model("meru-tiny")
+    generator = torch.Generator().manual_seed(1)
+    tokens = torch.randint(1, 400, (8, model.context_length), generator=generator)
+    tokens[:, -1] = 49407  # end of text
+    # Forgotten at step 5 while the retain accuracy has dropped to 0.5 of 0.8; recovered (0.75) at 15.
+    probe = ScriptedProbe(forget=[0.9, 0.0, 0.0, 0.0, 0.0], retain=[0.8, 0.5, 0.6, 0.75, 0.8])
+    data = unlearning.UnlearningData(images=torch.rand(8, 3, 32, 32, generator=generator), tokens=tokens,
+                                     labels=torch.arange(8) % 2, forget=torch.arange(8) < 4,
+                                     class_parents=torch.zeros(2, dtype=torch.long), probe=probe)
+    result = unlearning.unlearn(model, data, "ac", steps=40, batch_size=4, forget_fraction=0.5, lr=0.0,
+                                progress=False, eval_every=5, target_forget_accuracy=0.05,
+                                target_retain_kept=target_retain_kept)
+    assert result.stopped_early and result.steps == stop_step
+    assert [e["step"] for e in result.evaluations] == list(range(0, stop_step + 1, 5))
+
+
+def test_target_retain_kept_outside_zero_one_is_refused():
+    import models
+
+    model = models.create_model("meru-tiny")
+    data = unlearning.UnlearningData(images=torch.rand(2, 3, 32, 32), tokens=torch.ones(2, model.context_length, dtype=torch.long),
+                                     labels=torch.arange(2), forget=torch.tensor([True, False]),
+                                     class_parents=torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="target_retain_kept must be in \\(0, 1\\], got 1.5"):
+        unlearning.unlearn(model, data, "ac", steps=1, target_retain_kept=1.5, progress=False)

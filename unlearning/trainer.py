@@ -34,7 +34,8 @@ class UnlearningResult:
 def unlearn(model, data: UnlearningData, objective, *, steps: Optional[int] = None,
             epochs: Optional[float] = None, lr: float = 1e-4, batch_size: int = 128,
             forget_fraction: float = 0.25, seed: int = 0, device=None, eval_every: Optional[int] = None,
-            target_forget_accuracy: Optional[float] = None, progress: bool = True,
+            target_forget_accuracy: Optional[float] = None, target_retain_kept: Optional[float] = None,
+            progress: bool = True,
             mixed_precision: Optional[bool] = None, world: Optional[World] = None,
             workers: Optional[int] = None) -> UnlearningResult:
     """Unlearn the pairs marked ``data.forget`` from ``model`` (in place).
@@ -53,9 +54,13 @@ def unlearn(model, data: UnlearningData, objective, *, steps: Optional[int] = No
         Share of forget pairs in every batch (the rest are retain pairs).
     seed:
         Seeds batch sampling and mismatch choices: a CPU run is deterministic given the seed.
-    eval_every, target_forget_accuracy:
+    eval_every, target_forget_accuracy, target_retain_kept:
         With ``data.probe``, measure zero-shot forget/retain accuracy every ``eval_every`` steps
-        (and at step 0); stop as soon as the forget accuracy is at most ``target_forget_accuracy``.
+        (and at step 0); stop at the first evaluation where the forget accuracy is at most
+        ``target_forget_accuracy`` and — with ``target_retain_kept`` — the retain accuracy is at
+        least that share of its value at step 0. The retain condition lets a run that forgets in its
+        first steps, while the retain accuracy is still falling, go on until the retain accuracy has
+        recovered (or the steps run out) instead of stopping at its worst moment.
     mixed_precision:
         bfloat16 autocast for the towers (the geometry stays in float32); default: on for CUDA.
     world, workers:
@@ -71,6 +76,8 @@ def unlearn(model, data: UnlearningData, objective, *, steps: Optional[int] = No
         raise ValueError("unlearn() needs exactly one of steps= and epochs=")
     if not 0 < forget_fraction < 1:
         raise ValueError(f"forget_fraction must be in (0, 1), got {forget_fraction}")
+    if target_retain_kept is not None and not 0 < target_retain_kept <= 1:
+        raise ValueError(f"target_retain_kept must be in (0, 1], got {target_retain_kept}")
     forget_per_batch = max(1, round(batch_size * forget_fraction))
     retain_per_batch = max(1, batch_size - forget_per_batch)
     forget_pool, retain_pool = data.forget_indices, data.retain_indices
@@ -98,7 +105,8 @@ def unlearn(model, data: UnlearningData, objective, *, steps: Optional[int] = No
         metrics = {"step": step, **data.probe(model, world=world)}
         result.evaluations.append(metrics)
         loop.show(forget=f"{metrics['forget_accuracy']:.2f}", retain=f"{metrics['retain_accuracy']:.2f}")
-        return target_forget_accuracy is not None and metrics["forget_accuracy"] <= target_forget_accuracy
+        return reached_targets(metrics, result.evaluations[0], target_forget_accuracy=target_forget_accuracy,
+                               target_retain_kept=target_retain_kept)
 
     def loss(batch: Batch) -> dict:
         embeddings = _embed(model, original, objective, batch, data, world)
@@ -126,6 +134,17 @@ def unlearn(model, data: UnlearningData, objective, *, steps: Optional[int] = No
     result.samples_per_second = result.steps * batch_size / max(result.seconds, 1e-9)
     model.eval()
     return result
+
+
+def reached_targets(metrics: dict, start: dict, *, target_forget_accuracy: Optional[float],
+                    target_retain_kept: Optional[float]) -> bool:
+    """Whether an evaluation ``metrics`` ends the run: forget accuracy at most
+    ``target_forget_accuracy`` and, with ``target_retain_kept``, retain accuracy at least
+    ``target_retain_kept`` × the retain accuracy of the step-0 evaluation ``start``. No forget
+    target: the run never ends early."""
+    if target_forget_accuracy is None or metrics["forget_accuracy"] > target_forget_accuracy:
+        return False
+    return target_retain_kept is None or metrics["retain_accuracy"] >= target_retain_kept * start["retain_accuracy"]
 
 
 def batch_schedule(forget_pool: torch.Tensor, retain_pool: torch.Tensor, *, steps: int, forget_per_batch: int,
