@@ -38,7 +38,6 @@ import numpy as np
 from scipy import stats
 
 from .common import InputError, atomic_write_text, tell
-from .experiment import TARGET_RETAIN_KEPT
 
 #: Sentinels of the verdicts.
 SUPPORTED, CONTRADICTED, UNDECIDED = "supported", "contradicted", "cannot decide"
@@ -721,7 +720,8 @@ NEAR_PERFECT = 0.05  # forget accuracy: the early-stopping target of the trainer
 #: harness's ``--retain-kept 0``). The harness's default now also waits for the retain accuracy to
 #: recover (:data:`benchmarks.experiment.TARGET_RETAIN_KEPT`), because that rule catches some runs in
 #: the first steps' drop of retain accuracy (RESULTS.md, "How the runs ended"); the study keeps its
-#: registered rule until the grid is run again under the new one.
+#: registered rule until the grid is run again under the new one (then this becomes
+#: ``TARGET_RETAIN_KEPT`` and "How the runs ended" describes the new rule).
 STUDY_RETAIN_KEPT = 0.0
 REASONABLE_RETAIN = 0.85  # retain accuracy kept: the tuning target (README, Measured defaults)
 PROBE_FINDS = 0.5  # a linear probe that names the concept on half its images still finds it
@@ -1035,9 +1035,7 @@ def stopping_sentence(rows: list, experiment: Experiment) -> str:
             parts.append(f"{len(group)} {label} (k = {counts}; mean {format_value(steps, 'steps')} steps, forget "
                          f"{format_value(forget, 'pct')}, retain kept {format_value(kept, 'pct')})")
     return (f"Of {len(chosen)} unlearning runs, " + "; ".join(parts) + ". A run that stops early is audited at "
-            "the first evaluation that meets the target, which can fall in the first steps' drop of retain accuracy "
-            f"(the study's registered rule, `--retain-kept {STUDY_RETAIN_KEPT:g}`; the harness's default now waits "
-            f"until the retain accuracy is back to {TARGET_RETAIN_KEPT:.0%} of its value before unlearning).")
+            "the first evaluation that meets the target, which can fall in the first steps' drop of retain accuracy.")
 
 
 # ---------------------------------------------------------------------------------------------- figures

@@ -160,8 +160,7 @@ def test_how_the_runs_ended_and_the_pretrained_hyperbolicity_are_computed_from_t
         "Of 3 unlearning runs, 2 met the forget target and stopped (k = 1; mean 10 steps, forget 1.0%, retain kept "
         "70.0%); 1 never met it and trained every step (k = 4; mean 150 steps, forget 20.0%, retain kept 95.0%). A run "
         "that stops early is audited at the first evaluation that meets the target, which can fall in the first "
-        "steps' drop of retain accuracy (the study's registered rule, `--retain-kept 0`; the harness's default now "
-        "waits until the retain accuracy is back to 90% of its value before unlearning).")
+        "steps' drop of retain accuracy.")
     # A yes/no per run is counted, not given an interval; the oracle's is not measured.
     assert study.metric_cells(rows, {"stopped_early": ("stopped early", "share")}) == ["2/3"]
     assert study.metric_cells(rows[3:], {"stopped_early": ("stopped early", "share")}) == ["n/a"]
@@ -282,3 +281,13 @@ def test_a_grid_the_dataset_cannot_take_is_refused_before_anything_runs(tmp_path
         study.run_study(grid, work=tmp_path / "work", out=tmp_path / "RESULTS.md", cache=tmp_path / "cache",
                         device="cpu", workers=0)
     assert quick_models == [] and not (tmp_path / "work").exists() and not (tmp_path / "RESULTS.md").exists()
+
+
+def test_the_study_runs_its_cells_with_the_stopping_rule_it_was_registered_with(tmp_path):
+    """docs/RESULTS.md was made with the forget-only stop: the harness's newer default (waiting for
+    retain accuracy to recover) must not change the study's cells until the grid is rerun."""
+    from benchmarks import run
+
+    args = study.Study(work=tmp_path, cache=str(tmp_path / "cache")).harness_args("shapes")
+    assert run.early_stopping_rule(args) == {"forget_accuracy": 0.05, "retain_kept": None}
+    assert run.Workbench.trainer_overrides(type("Bench", (), {"args": args})()) == {"target_retain_kept": None}
