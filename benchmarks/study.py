@@ -38,6 +38,7 @@ import numpy as np
 from scipy import stats
 
 from .common import InputError, atomic_write_text, tell
+from .experiment import EVAL_EVERY, TARGET_FORGET_ACCURACY, TARGET_RETAIN_KEPT
 
 #: Sentinels of the verdicts.
 SUPPORTED, CONTRADICTED, UNDECIDED = "supported", "contradicted", "cannot decide"
@@ -715,14 +716,12 @@ def growth_part(rows: list, a: str, b: str, metric: str, text: str) -> Part:
 
 
 NEAR_PERFECT = 0.05  # forget accuracy: the early-stopping target of the trainer
-#: The early-stopping rule the default grid was pre-registered and run with (docs/RESULTS.md): a run
-#: stops at the first evaluation that meets the forget target, whatever its retain accuracy (the
-#: harness's ``--retain-kept 0``). The harness's default now also waits for the retain accuracy to
-#: recover (:data:`benchmarks.experiment.TARGET_RETAIN_KEPT`), because that rule catches some runs in
-#: the first steps' drop of retain accuracy (RESULTS.md, "How the runs ended"); the study keeps its
-#: registered rule until the grid is run again under the new one (then this becomes
-#: ``TARGET_RETAIN_KEPT`` and "How the runs ended" describes the new rule).
-STUDY_RETAIN_KEPT = 0.0
+#: The early-stopping rule of every cell, passed to the harness explicitly so that a later change of
+#: its default cannot change the grid: a run stops at the first evaluation that meets the forget
+#: target with retain accuracy back to this share of its value before unlearning (both on training
+#: images; ``benchmarks.run --retain-kept``). The first run of the grid (2026-12-03) stopped at the
+#: forget target alone and caught some runs in the first steps' drop of retain accuracy.
+STUDY_RETAIN_KEPT = TARGET_RETAIN_KEPT
 REASONABLE_RETAIN = 0.85  # retain accuracy kept: the tuning target (README, Measured defaults)
 PROBE_FINDS = 0.5  # a linear probe that names the concept on half its images still finds it
 
@@ -1018,14 +1017,14 @@ def pretrained_hyperbolicity_table(rows: list, experiment: Experiment) -> str:
 
 
 def stopping_sentence(rows: list, experiment: Experiment) -> str:
-    """How the unlearning runs ended, in one paragraph computed from the rows: the trainer stops at the
-    first evaluation that meets the forget target, so a run that stops early is read at that moment,
-    while one that never meets it trains every step (and retain accuracy may recover meanwhile)."""
+    """How the unlearning runs ended, in one paragraph computed from the rows: a run stops at the first
+    evaluation that meets the forget target with retain accuracy recovered (:data:`STUDY_RETAIN_KEPT`);
+    one that never meets both trains every step."""
     chosen = [r for r in experiment_rows(rows, experiment) if r["after"].get("stopped_early") is not None]
     if not chosen:
         return ""
     parts = []
-    for stopped, label in ((1.0, "met the forget target and stopped"), (0.0, "never met it and trained every step")):
+    for stopped, label in ((1.0, "met both targets and stopped"), (0.0, "never met both and trained every step")):
         group = [r for r in chosen if r["after"]["stopped_early"] == stopped]
         if group:
             steps = mean_ci(r["after"]["unlearning_steps"] for r in group).mean
@@ -1034,8 +1033,12 @@ def stopping_sentence(rows: list, experiment: Experiment) -> str:
             counts = ", ".join(str(k) for k in sorted({r["count"] for r in group}))
             parts.append(f"{len(group)} {label} (k = {counts}; mean {format_value(steps, 'steps')} steps, forget "
                          f"{format_value(forget, 'pct')}, retain kept {format_value(kept, 'pct')})")
-    return (f"Of {len(chosen)} unlearning runs, " + "; ".join(parts) + ". A run that stops early is audited at "
-            "the first evaluation that meets the target, which can fall in the first steps' drop of retain accuracy.")
+    return (f"Of {len(chosen)} unlearning runs, " + "; ".join(parts) + ". The targets, checked every "
+            f"{EVAL_EVERY} steps on training images: forget accuracy ≤ {TARGET_FORGET_ACCURACY:.0%} and retain "
+            f"accuracy ≥ {STUDY_RETAIN_KEPT:.0%} of its value before unlearning (`--retain-kept {STUDY_RETAIN_KEPT:g}`). "
+            "A run that meets the forget target while its retain accuracy is still down goes on until it "
+            "recovers; the first run of this grid (2026-12-03) stopped at the forget target alone, and caught "
+            "the runs forgetting 4 concepts in the first steps' drop of retain accuracy.")
 
 
 # ---------------------------------------------------------------------------------------------- figures
