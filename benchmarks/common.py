@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import sys
@@ -23,6 +24,20 @@ from .fingerprints import dataset_fingerprint
 class InputError(ValueError):
     """An input the user can fix (a command-line value, a file, a dataset): the command reports it
     in one line and exits with status 2."""
+
+
+#: Longest file or folder name the tools write whole. File systems cap a name at 255 bytes and an
+#: atomic write adds a temporary suffix; forgetting 16 concepts at once names them all.
+MAX_NAME = 96
+
+
+def bounded_name(name: str, *, limit: int = MAX_NAME) -> str:
+    """``name`` if it has at most ``limit`` characters, else its start and a digest of the whole
+    (``-`` and 10 hex digits), ``limit`` characters at most: distinct names stay distinct."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    return f"{name[:limit - len(digest) - 1].rstrip('-')}-{digest}"
 
 
 def tell(message: str) -> None:

@@ -3,7 +3,6 @@ scaling curves. Written atomically (temporary file + rename) like every other ou
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -18,21 +17,13 @@ import torch  # noqa: E402
 from models.checkpoint import atomic_write  # noqa: E402
 from models.evaluation import class_embeddings, embed_images  # noqa: E402
 
-
-#: Longest slug kept whole. File systems cap a name at 255 bytes, and an atomic write adds a
-#: temporary suffix; forgetting 16 concepts at once names them all.
-MAX_SLUG = 96
+from .common import bounded_name  # noqa: E402
 
 
 def slug(text: str) -> str:
-    """``text`` as a file-name part: lower case, runs of other characters as one ``-``; a longer
-    slug than :data:`MAX_SLUG` keeps its start and ends with a digest of the whole, so distinct
-    texts keep distinct names."""
-    name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    if len(name) <= MAX_SLUG:
-        return name
-    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
-    return f"{name[:MAX_SLUG - len(digest) - 1].rstrip('-')}-{digest}"
+    """``text`` as a file-name part: lower case, runs of other characters as one ``-``, bounded
+    like every name the tools write (:func:`benchmarks.common.bounded_name`)."""
+    return bounded_name(re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-"))
 
 
 def _save(fig, path: Path) -> None:

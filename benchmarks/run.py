@@ -36,7 +36,7 @@ from manifolds import geometry_names, geometry_spec, geometry_specs
 
 from models.distributed import SINGLE, World, barrier, init_from_environment, process_device
 
-from .common import EncodedDataset, InputError, on_main, resolve_device, tell, write_json
+from .common import EncodedDataset, InputError, bounded_name, on_main, resolve_device, tell, write_json
 from .datasets import DatasetError, load_dataset, validate_images
 from .datasets.base import SPLIT_NAMES
 from .experiment import (TARGET_FORGET_ACCURACY, TARGET_RETAIN_KEPT, ResultsFile, RunSpec, cached_model,
@@ -352,10 +352,11 @@ def experiment_config(args, data: EncodedDataset, specs: list, fingerprints: dic
     }
 
 
-def early_stopping_rule(args) -> dict | None:
-    """The early-stopping targets of this command's unlearning runs (``None``: every step runs)."""
+def early_stopping_rule(args) -> dict | bool:
+    """The early-stopping targets of this command's unlearning runs (``False``: every step runs, as
+    folders written before the retain condition existed say too)."""
     if args.no_early_stop:
-        return None
+        return False
     return {"forget_accuracy": TARGET_FORGET_ACCURACY, "retain_kept": args.retain_kept or None}
 
 
@@ -380,7 +381,7 @@ def default_out(args, data: EncodedDataset) -> Path:
         parts.append(mode)
     if args.seeds > 1:
         parts.append(f"{args.seeds}seeds")
-    return Path("runs") / "-".join(parts)
+    return Path("runs") / bounded_name("-".join(parts))
 
 
 def make_out_folder(out: Path) -> None:
@@ -603,8 +604,7 @@ class Workbench:
             overrides["batch_size"] = self.args.batch_size
         if self.args.no_early_stop:
             overrides["target_forget_accuracy"] = None
-        if self.args.retain_kept != TARGET_RETAIN_KEPT:
-            overrides["target_retain_kept"] = self.args.retain_kept or None
+        overrides["target_retain_kept"] = self.args.retain_kept or None
         return overrides
 
 

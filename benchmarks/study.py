@@ -38,7 +38,7 @@ import numpy as np
 from scipy import stats
 
 from .common import InputError, atomic_write_text, tell
-from .experiment import EVAL_EVERY, TARGET_FORGET_ACCURACY, TARGET_RETAIN_KEPT
+from .experiment import EVAL_EVERY, TARGET_FORGET_ACCURACY
 
 #: Sentinels of the verdicts.
 SUPPORTED, CONTRADICTED, UNDECIDED = "supported", "contradicted", "cannot decide"
@@ -472,7 +472,7 @@ def row_of(record: dict, cell: Cell, average_gap=None) -> dict:
     after, before = dict(record["after"]), dict(record["before"])
     after["retain_kept"] = _ratio(after.get("retain_accuracy"), before.get("retain_accuracy"))
     after["average_gap"] = average_gap
-    # How the run ended (the trainer stops at the first evaluation that meets the forget target); the
+    # How the run ended (the trainer stops at the first evaluation that meets its targets); the
     # retrain oracle's summary is of its pretraining, not of an unlearning run.
     trained = {} if record.get("method") == ORACLE else record.get("unlearning") or {}
     after["unlearning_steps"] = trained.get("steps")
@@ -721,7 +721,7 @@ NEAR_PERFECT = 0.05  # forget accuracy: the early-stopping target of the trainer
 #: target with retain accuracy back to this share of its value before unlearning (both on training
 #: images; ``benchmarks.run --retain-kept``). The first run of the grid (2026-12-03) stopped at the
 #: forget target alone and caught some runs in the first steps' drop of retain accuracy.
-STUDY_RETAIN_KEPT = TARGET_RETAIN_KEPT
+STUDY_RETAIN_KEPT = 0.9
 REASONABLE_RETAIN = 0.85  # retain accuracy kept: the tuning target (README, Measured defaults)
 PROBE_FINDS = 0.5  # a linear probe that names the concept on half its images still finds it
 
@@ -1037,8 +1037,7 @@ def stopping_sentence(rows: list, experiment: Experiment) -> str:
             f"{EVAL_EVERY} steps on training images: forget accuracy ≤ {TARGET_FORGET_ACCURACY:.0%} and retain "
             f"accuracy ≥ {STUDY_RETAIN_KEPT:.0%} of its value before unlearning (`--retain-kept {STUDY_RETAIN_KEPT:g}`). "
             "A run that meets the forget target while its retain accuracy is still down goes on until it "
-            "recovers; the first run of this grid (2026-12-03) stopped at the forget target alone, and caught "
-            "the runs forgetting 4 concepts in the first steps' drop of retain accuracy.")
+            "recovers (the first run of this grid, on 2026-12-03, stopped at the forget target alone).")
 
 
 # ---------------------------------------------------------------------------------------------- figures

@@ -249,16 +249,20 @@ def test_the_early_stopping_rule_reaches_the_trainer_and_identifies_an_output_fo
 
     assert rule([]) == {"forget_accuracy": TARGET_FORGET_ACCURACY, "retain_kept": TARGET_RETAIN_KEPT}
     assert rule(["--retain-kept", "0"]) == {"forget_accuracy": TARGET_FORGET_ACCURACY, "retain_kept": None}
-    assert rule(["--no-early-stop"]) is None
-    # A folder of the rule that stopped at the forget target alone (``"early_stop": true``) is not resumed.
+    assert rule(["--no-early-stop"]) is False
+    # A folder of the rule that stopped at the forget target alone (``"early_stop": true``) is not
+    # resumed; one that ran every step (``false``) is, as before.
     written = {key: None for key in run.CONFIG_FIELDS} | {"early_stop": True}
     assert run.config_differences(written, {**written, "early_stop": rule([])})[0].startswith(
         "the early-stopping rule differs")
+    every_step = {**written, "early_stop": False}
+    assert run.config_differences(every_step, {**every_step, "early_stop": rule(["--no-early-stop"])}) == []
 
     def overrides(argv):
         return run.Workbench.trainer_overrides(type("Bench", (), {"args": run.parse_args(argv)})())
 
-    assert overrides([]) == {} and overrides(["--retain-kept", "0"]) == {"target_retain_kept": None}
+    assert overrides([]) == {"target_retain_kept": TARGET_RETAIN_KEPT}
+    assert overrides(["--retain-kept", "0"]) == {"target_retain_kept": None}
     assert overrides(["--retain-kept", "0.8", "--no-early-stop"]) == {"target_forget_accuracy": None,
                                                                        "target_retain_kept": 0.8}
 

@@ -161,8 +161,8 @@ def test_how_the_runs_ended_and_the_pretrained_hyperbolicity_are_computed_from_t
         "70.0%); 1 never met both and trained every step (k = 4; mean 150 steps, forget 20.0%, retain kept 95.0%). "
         "The targets, checked every 5 steps on training images: forget accuracy ≤ 5% and retain accuracy ≥ 90% of "
         "its value before unlearning (`--retain-kept 0.9`). A run that meets the forget target while its retain "
-        "accuracy is still down goes on until it recovers; the first run of this grid (2026-12-03) stopped at the "
-        "forget target alone, and caught the runs forgetting 4 concepts in the first steps' drop of retain accuracy.")
+        "accuracy is still down goes on until it recovers (the first run of this grid, on 2026-12-03, stopped at the "
+        "forget target alone).")
     # A yes/no per run is counted, not given an interval; the oracle's is not measured.
     assert study.metric_cells(rows, {"stopped_early": ("stopped early", "share")}) == ["2/3"]
     assert study.metric_cells(rows[3:], {"stopped_early": ("stopped early", "share")}) == ["n/a"]

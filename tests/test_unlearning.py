@@ -254,6 +254,9 @@ def test_reached_targets_needs_the_forget_target_and_the_retain_share():
                            target_forget_accuracy=0.05, target_retain_kept=None)
     assert not reached_targets({"forget_accuracy": 0.0, "retain_accuracy": 0.8}, start,
                                target_forget_accuracy=None, target_retain_kept=0.9)
+    # A probe without images of the measured classes gives NaN: no target is met, the run goes on.
+    assert not reached_targets({"forget_accuracy": float("nan"), "retain_accuracy": 0.8}, start, **rule)
+    assert not reached_targets({"forget_accuracy": 0.0, "retain_accuracy": float("nan")}, start, **rule)
 
 
 class ScriptedProbe:

@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from models.distributed import SINGLE, World, check_divisible, gather_with_grad
+from models.distributed import SINGLE, World, broadcast_object, check_divisible, gather_with_grad
 from models.evaluation import embed_images, embed_texts
 from models.streaming import image_batches
 from models.training import TrainingLoop
@@ -105,8 +105,11 @@ def unlearn(model, data: UnlearningData, objective, *, steps: Optional[int] = No
         metrics = {"step": step, **data.probe(model, world=world)}
         result.evaluations.append(metrics)
         loop.show(forget=f"{metrics['forget_accuracy']:.2f}", retain=f"{metrics['retain_accuracy']:.2f}")
-        return reached_targets(metrics, result.evaluations[0], target_forget_accuracy=target_forget_accuracy,
+        done = reached_targets(metrics, result.evaluations[0], target_forget_accuracy=target_forget_accuracy,
                                target_retain_kept=target_retain_kept)
+        # Rank 0 decides for all: processes comparing their own floats with a threshold could
+        # disagree, and one that stopped would leave the others waiting in their next all-reduce.
+        return broadcast_object(done, world)
 
     def loss(batch: Batch) -> dict:
         embeddings = _embed(model, original, objective, batch, data, world)
@@ -141,8 +144,9 @@ def reached_targets(metrics: dict, start: dict, *, target_forget_accuracy: Optio
     """Whether an evaluation ``metrics`` ends the run: forget accuracy at most
     ``target_forget_accuracy`` and, with ``target_retain_kept``, retain accuracy at least
     ``target_retain_kept`` × the retain accuracy of the step-0 evaluation ``start``. No forget
-    target: the run never ends early."""
-    if target_forget_accuracy is None or metrics["forget_accuracy"] > target_forget_accuracy:
+    target: the run never ends early. A NaN accuracy (a probe with no image of the classes
+    measured) meets no target, so such a run trains every step."""
+    if target_forget_accuracy is None or not metrics["forget_accuracy"] <= target_forget_accuracy:
         return False
     return target_retain_kept is None or metrics["retain_accuracy"] >= target_retain_kept * start["retain_accuracy"]
 
