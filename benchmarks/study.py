@@ -146,7 +146,7 @@ DEFAULT_GRID = Grid("default", (
     Experiment("Sequential unlearning on shapes", "shapes", (HAC_MERU, AC_CLIP), (3,), (0,), "sequential"),
 ), trimmed=(
     "seeds: 3 on taxonomy and 2 on shapes instead of 5 (measured in the run of 2026-12-03: the scaling experiments "
-    "with these seeds took 42 of the grid's 68 minutes, pretraining of three of the four models included)",
+    "with these seeds took 42 of the grid's 68 minutes; one of their four pretrainings included, the others cached)",
     "baselines (FT, GA, NegGrad+, relabel) on MERU only, at 4 concepts on taxonomy, 2 seeds",
     "the retrain oracle (one full pretraining per forget set, seed and model) at 1 concept on shapes, 1 seed",
     "the weight sweep and the ablation at 4 concepts on taxonomy, 1 seed (no confidence interval)",
