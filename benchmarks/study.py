@@ -227,10 +227,12 @@ def experiment_cells(experiment: Experiment) -> list:
 
 
 # ---------------------------------------------------------------------------------------------- cost
-#: Rough costs on a quiet 2-core CPU, in seconds (README "Measured defaults": a run's unlearning is
-#: 2-40 s and an audit ~6 s on shapes; a 450-step pretraining ~80 s). For ``--plan`` only.
-COST = {"run": {"shapes": 23, "taxonomy": 30}, "audit": {"shapes": 6, "taxonomy": 8},
-        "pretraining": {"shapes": 80, "taxonomy": 100}, "other_dataset": 30}
+#: Rough costs on a quiet 2-core CPU, in seconds, fitted to the grid's run of 2026-12-03 (its cells'
+#: times: 45 taxonomy scaling cells 1,948 s with one pretraining, 24 shapes cells 546 s; pretraining
+#: 169-214 s on shapes, ~225 s on taxonomy). For ``--plan`` only: a cell's time varies with its count
+#: and with how early its run stops (the sweep's 150-step runs took ~57 s).
+COST = {"run": {"shapes": 19, "taxonomy": 33}, "audit": {"shapes": 6, "taxonomy": 8},
+        "pretraining": {"shapes": 190, "taxonomy": 225}, "other_dataset": 30}
 #: How much longer a geometry's pretraining takes than MERU's (measured once, see ``trimmed``).
 PRETRAINING_FACTOR = {"poincare": 7.5}
 
