@@ -26,7 +26,9 @@ broadcasting ``geoopt.Lorentz().dist(x[:, None], y[None])`` (which materialises 
 ``(size, size, dim + 1)`` tensor) at least 5x slower than ``Lorentz().cdist``.
 
 ``--profile`` adds, for each distance, torch.profiler's self CPU time per operator: where the time
-goes beyond the product.
+goes beyond the product. ``--fused`` adds a row for the Lorentz forward with its elementwise tail
+fused into one loop by ``torch.compile`` (inductor; needs a C++ compiler and tens of seconds to
+compile): what a fused kernel would buy over ``Lorentz().cdist``'s in-place passes.
 """
 
 from __future__ import annotations
@@ -92,6 +94,34 @@ def cases(size: int, dim: int) -> List[Case]:
                  "forward+backward"),
         ]
     return rows
+
+
+def fused_lorentz_case(size: int, dim: int) -> Case:
+    """``Lorentz().cdist``'s forward formula (the product of the sign-folded points, then arccosh as
+    ``log(z + sqrt(z² - 1))`` on the clamped product) compiled by ``torch.compile``, which fuses
+    everything after the product into one loop; compared with the same bare product as
+    ``Lorentz().cdist``. Checks that it agrees with ``Lorentz().cdist`` and prints the compile time."""
+    x, y = random_points(size, dim)["lorentz"]
+    geometry = Lorentz()
+    curvature = float(geometry.c)
+    signs = torch.full((x.shape[-1],), -curvature)
+    signs[0] = curvature
+
+    def formula(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        z = torch.mm(a * signs, b.t()).clamp_min(1.0 + 1e-6)  # arccosh's domain, as in lorentz_math
+        return torch.log(z + torch.sqrt(z * z - 1.0)) / curvature**0.5
+
+    compiled = torch.compile(formula, dynamic=False)
+    start = time.perf_counter()
+    with torch.no_grad():
+        gap = float((compiled(x, y) - geometry.cdist(x, y)).abs().max())
+    print(f"torch.compile of the Lorentz formula: compiled in {time.perf_counter() - start:.1f} s; "
+          f"largest difference from Lorentz().cdist {gap:.1e}")
+    if gap > 1e-4:
+        raise AssertionError(f"the compiled formula and Lorentz().cdist disagree by {gap}")
+    width = x.shape[-1]
+    return Case("Lorentz formula, torch.compile (fused)", lambda: compiled(x, y),
+                f"torch.mm ({size}x{width} @ {width}x{size})", "forward")
 
 
 def interleaved_times(rows: List[Case], *, repeats: int, warmup: int) -> Dict[str, List[float]]:
@@ -189,11 +219,15 @@ def main(argv=None) -> None:
     parser.add_argument("--geoopt-repeats", type=int, default=3, help="timed runs of geoopt's path (0: skip)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: leave as is)")
     parser.add_argument("--profile", action="store_true", help="also print the time per operator")
+    parser.add_argument("--fused", action="store_true",
+                        help="also time the Lorentz forward fused by torch.compile (needs a C++ compiler)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     rows = cases(args.size, args.dim)
+    if args.fused:
+        rows.append(fused_lorentz_case(args.size, args.dim))
     print(
         f"float32, CPU, {torch.get_num_threads()} threads; {args.size} x {args.size} points, "
         f"dim {args.dim} space components; {args.repeats} interleaved rounds after {args.warmup} warm-up"
