@@ -43,6 +43,7 @@ from typing import Callable, Dict, List
 import torch
 
 from manifolds import Euclidean, Lorentz
+from manifolds.lorentz_math import near_one_eps
 
 #: Issue 12's targets: distances / bare product, forward and forward+backward.
 TARGETS = {"forward": 1.2, "forward+backward": 1.5}
@@ -108,7 +109,8 @@ def fused_lorentz_case(size: int, dim: int) -> Case:
     signs[0] = curvature
 
     def formula(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        z = torch.mm(a * signs, b.t()).clamp_min(1.0 + 1e-6)  # arccosh's domain, as in lorentz_math
+        # Guards arccosh's domain with the clamp of lorentz_math (rounding gives z < 1 near the diagonal).
+        z = torch.mm(a * signs, b.t()).clamp_min(1.0 + near_one_eps(a.dtype))
         return torch.log(z + torch.sqrt(z * z - 1.0)) / curvature**0.5
 
     compiled = torch.compile(formula, dynamic=False)
