@@ -11,6 +11,11 @@ over the pairs for the original distances to the origin — is reported apart, p
 are :mod:`benchmarks.gpu_check`'s random pairs. It prints
 the median seconds per step of each method and its ratio to FT on CLIP (the issue's targets: HAC at
 most 1.15x, hac-parent at most 1.2x). Nothing here is a test: read the ratios of one run.
+
+``--captions DATASET`` replaces the random captions by a built-in dataset's, and adds every method
+again with a text tower that reads the whole context (open_clip's own forward) beside ours, which
+stops at the batch's last end-of-text token (:func:`models.towers.trimming_text_transformer`):
+random captions fill the context evenly, real ones do not.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import unlearning
 
 from .gpu_check import build_model, unlearning_data
 
+WHOLE_CONTEXT = " (whole context)"
+
 #: (label, model family, objective): each method on the model it is meant for.
 METHODS = (("FT on CLIP", "clip", "ft"), ("HAC on MERU", "meru", "hac"), ("AC on MERU", "meru", "ac"),
            ("hac-parent on MERU", "meru", "hac-parent"))
@@ -41,6 +48,26 @@ def one_run(model, data, method: str, *, steps: int, batch_size: int) -> tuple:
     return result.seconds / steps, total - result.seconds
 
 
+def whole_context(model):
+    """A copy of ``model`` whose text tower reads every position of the context: open_clip's own
+    ``TextTransformer`` forward on the same weights (the trimming subclass adds no state)."""
+    from open_clip.transformer import TextTransformer
+
+    copied = copy.deepcopy(model)
+    copied.textual.__class__ = TextTransformer
+    return copied
+
+
+def dataset_captions(name: str, model, rows: int) -> torch.Tensor:
+    """The first ``rows`` captions of the built-in dataset ``name`` (cycled if it has fewer),
+    tokenised at ``model``'s context length. ``-> (rows, context_length)``"""
+    from .common import EncodedDataset
+    from .datasets import load_dataset
+
+    tokens = EncodedDataset.build(load_dataset(name, seed=0, image_size=model.image_size), model.context_length).tokens
+    return tokens[torch.arange(rows) % len(tokens)]
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.step_speed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,6 +77,9 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="interleaved runs per method (default: %(default)s)")
     parser.add_argument("--pairs", type=int, default=1024, help="training pairs (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    parser.add_argument("--captions", metavar="DATASET",
+                        help="captions of this built-in dataset instead of random ones, and every method "
+                        "also timed with a text tower reading the whole context")
     return parser.parse_args(argv)
 
 
@@ -60,22 +90,34 @@ def main(argv=None) -> int:
     # words, a quarter of the pairs (one class in four) to forget, two parent concepts.
     built = {family: build_model(f"{family}-{args.model_size}", seed=0) for family in ("clip", "meru")}
     data = {family: unlearning_data(model, args.pairs, seed=0) for family, model in built.items()}
-    for label, family, method in METHODS:  # warm-up: first calls allocate and pick kernels
-        one_run(built[family], data[family], method, steps=1, batch_size=args.batch_size)
-    per_step = {label: [] for label, _, _ in METHODS}
-    before = {label: [] for label, _, _ in METHODS}
+    methods = [(label, built[family], data[family], method) for label, family, method in METHODS]
+    if args.captions:
+        for family, model in built.items():
+            data[family].tokens = dataset_captions(args.captions, model, args.pairs)
+        methods += [(label + WHOLE_CONTEXT, whole_context(built[family]), data[family], method)
+                    for label, family, method in METHODS]
+    for _, model, pairs, method in methods:  # warm-up: first calls allocate and pick kernels
+        one_run(model, pairs, method, steps=1, batch_size=args.batch_size)
+    per_step = {label: [] for label, *_ in methods}
+    before = {label: [] for label, *_ in methods}
     for _ in range(args.repeats):
-        for label, family, method in METHODS:
-            step, setup = one_run(built[family], data[family], method, steps=args.steps, batch_size=args.batch_size)
+        for label, model, pairs, method in methods:
+            step, setup = one_run(model, pairs, method, steps=args.steps, batch_size=args.batch_size)
             per_step[label].append(step)
             before[label].append(setup)
     reference = statistics.median(per_step[METHODS[0][0]])
+    captions = f"captions of {args.captions!r}" if args.captions else "random captions"
     print(f"{args.model_size} towers, batch {args.batch_size}, {args.steps} steps x {args.repeats} interleaved "
-          f"repeats, {args.threads} thread(s), {args.pairs} pairs")
-    print(f"{'method':<20} {'s/step (median)':>16} {'x FT on CLIP':>13} {'s before step 1':>16}")
-    for label, _, _ in METHODS:
+          f"repeats, {args.threads} thread(s), {args.pairs} pairs, {captions}")
+    width = max(len(label) for label in per_step) + 1
+    print(f"{'method':<{width}} {'s/step (median)':>16} {'x FT on CLIP':>13} {'s before step 1':>16}")
+    for label in per_step:
         median = statistics.median(per_step[label])
-        print(f"{label:<20} {median:>16.4f} {median / reference:>13.2f} {statistics.median(before[label]):>16.3f}")
+        print(f"{label:<{width}} {median:>16.4f} {median / reference:>13.2f} {statistics.median(before[label]):>16.3f}")
+    if args.captions:
+        print("whole context / trimmed, per method: " + ", ".join(
+            f"{label} {statistics.median(per_step[label + WHOLE_CONTEXT]) / statistics.median(per_step[label]):.2f}x"
+            for label, _, _ in METHODS))
     return 0
 
 

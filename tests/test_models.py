@@ -7,6 +7,8 @@ import math
 
 import geoopt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 import torch.nn.functional as F
 
@@ -374,3 +376,84 @@ def test_compact_vocabulary_gives_each_seen_token_its_own_row():
     assert not torch.allclose(texts[0], texts[1]) and not torch.allclose(texts[1], texts[2])
     with pytest.raises(ValueError, match="do not fit the compact vocabulary"):
         model.build_vocabulary(torch.arange(1, size + 10))
+
+
+# ------------------------------------------------------------------ text towers stop at the last end of text
+
+def _positions_seen(tower, tokens) -> tuple:
+    """``(features, positions the transformer blocks ran on)`` of one forward of ``tower``."""
+    seen = []
+    hook = tower.transformer.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1]))
+    try:
+        return tower(tokens), seen[0]
+    finally:
+        hook.remove()
+
+
+def _whole_context_copy(tower):
+    import copy
+
+    from open_clip.transformer import TextTransformer
+
+    plain = copy.deepcopy(tower)
+    plain.__class__ = TextTransformer
+    return plain
+
+
+@given(lengths=st.lists(st.integers(0, 18), min_size=1, max_size=6), seed=st.integers(0, 2**16))
+@settings(max_examples=25, deadline=None)
+def test_text_tower_reads_up_to_the_last_end_of_text_and_matches_the_whole_context(lengths, seed):
+    from models.towers import trimming_text_transformer
+
+    torch.manual_seed(seed)
+    # float64: the cut changes float32 rounding only (products of another shape), which would hide a real gap
+    tower = trimming_text_transformer()(context_length=20, vocab_size=64, width=32, heads=2, layers=2,
+                                        output_dim=None, proj_type="none").double()
+    tokens = torch.zeros(len(lengths), 20, dtype=torch.long)
+    for row, length in enumerate(lengths):  # start, `length` words, end of text (the largest id), padding
+        tokens[row, 0] = 62
+        tokens[row, 1:length + 1] = torch.randint(1, 62, (length,))
+        tokens[row, length + 1] = 63
+    trimmed, positions = _positions_seen(tower, tokens)
+    assert positions == max(lengths) + 2
+    plain = _whole_context_copy(tower)
+    whole, whole_positions = _positions_seen(plain, tokens)
+    assert whole_positions == 20
+    torch.testing.assert_close(trimmed, whole, rtol=1e-10, atol=1e-10)
+    # the gradients of the weights too: training on trimmed batches is training on whole ones
+    trimmed.square().sum().backward()
+    whole.square().sum().backward()
+    for (name, mine), theirs in zip(tower.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_text_towers_of_every_kind_trim_only_when_causal_with_end_of_text_pooling():
+    from models.factory import open_clip_model_config
+    from models.towers import trimming_text_transformer
+
+    tokens = torch.zeros(3, 20, dtype=torch.long)  # every caption ends at position 11: 12 of 20 positions are read
+    tokens[:, 0], tokens[:, 1:11], tokens[:, 11] = EOS - 1, torch.randint(1, 40000, (3, 10)), EOS
+    open_clip_cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+                     "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    for model in (models.create_model("meru-tiny"), models.create_model(open_clip_model_config(open_clip_cfg))):
+        assert isinstance(model.textual, trimming_text_transformer())
+        ids = model.token_map[tokens] if model.config.text.compact_vocabulary else tokens
+        with torch.no_grad():
+            features, positions = _positions_seen(model.textual, ids)
+            torch.testing.assert_close(features, _whole_context_copy(model.textual)(ids), rtol=1e-5, atol=1e-5)
+        assert positions == 12
+    # pooled at the last position, the tower must read the whole context
+    last_pooled = trimming_text_transformer()(context_length=20, vocab_size=49408, width=32, heads=2, layers=1,
+                                              output_dim=None, proj_type="none", pool_type="last")
+    with torch.no_grad():
+        assert _positions_seen(last_pooled, tokens)[1] == 20
+
+
+def test_step_speed_times_trimmed_and_whole_context_text(capsys):
+    from benchmarks import step_speed
+
+    assert step_speed.main(["--captions", "shapes", "--steps", "1", "--repeats", "1", "--pairs", "64",
+                            "--batch-size", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert "captions of 'shapes'" in printed and "FT on CLIP (whole context)" in printed
+    assert "whole context / trimmed, per method: FT on CLIP" in printed
