@@ -352,6 +352,16 @@ def experiment_config(args, data: EncodedDataset, specs: list, fingerprints: dic
     }
 
 
+def record_inputs(args, data: EncodedDataset, fingerprints: dict) -> dict:
+    """Per geometry, what each record of this command states it was made from: the dataset and
+    model fingerprints and the settings ``config.json`` identifies (``--steps``, ``--batch-size``,
+    the early-stopping rule), so that a folder whose ``config.json`` is lost adopts only runs made
+    the way this command makes them (:func:`check_records_fit`)."""
+    settings = {"steps": args.steps, "batch_size": args.batch_size, "early_stop": early_stopping_rule(args)}
+    return {geometry: {"dataset_fingerprint": data.fingerprint, "model_fingerprint": fingerprint, **settings}
+            for geometry, fingerprint in fingerprints.items()}
+
+
 def early_stopping_rule(args) -> dict | bool:
     """The early-stopping targets of this command's unlearning runs (``False``: every step runs, as
     folders written before the retain condition existed say too)."""
@@ -432,14 +442,20 @@ def open_results(out: Path, config: dict, specs: list, inputs: dict) -> ResultsF
 
 def check_records_fit(results: ResultsFile, config_path: Path, problem: str, specs: list, inputs: dict) -> None:
     """Refuse to rebuild ``config_path`` from this command when ``results`` holds a run it does not
-    plan, or one recorded from other inputs (dataset content, model)."""
+    plan, or one recorded from other inputs or settings (dataset content, model, ``--steps``,
+    ``--batch-size``, early stopping: :func:`record_inputs`). Records of older versions state
+    fewer inputs (the fingerprints alone, or none); they are compared on what they state."""
     planned = {spec.key: inputs[spec.geometry] for spec in specs}
-    foreign = [r for r in results.records
-               if r["key"] not in planned or r.get("inputs", planned[r["key"]]) != planned[r["key"]]]
+
+    def fits(record) -> bool:
+        stated = record.get("inputs", {})
+        return stated == {key: planned[record["key"]].get(key) for key in stated}
+
+    foreign = [r for r in results.records if r["key"] not in planned or not fits(r)]
     if foreign:
         raise UsageError(f"{config_path} is {problem} and {results.path} holds {len(foreign)} run(s) that this "
-                         "command does not plan or made from other inputs; rerun the command that wrote "
-                         "them, or choose another --out")
+                         "command does not plan or made from other inputs or settings; rerun the command "
+                         "that wrote them, or choose another --out")
 
 
 def list_concepts(dataset) -> None:
@@ -523,8 +539,7 @@ def _main(args) -> int:
     if checkpoint is None:  # a dataset the default models cannot learn fails now, not during pretraining
         for geometry in fingerprints:
             check_vocabulary(models.create_model(default_model(geometry)), data)
-    inputs = {geometry: {"dataset_fingerprint": data.fingerprint, "model_fingerprint": fingerprint}
-              for geometry, fingerprint in fingerprints.items()}
+    inputs = record_inputs(args, data, fingerprints)
     out = Path(args.out) if args.out else default_out(args, data)
     on_main(world, lambda: make_out_folder(out))
     lock = hold_lock(out / OUT_LOCK, f"--out {out}", timeout=args.lock_timeout, notify=tell) if world.is_main \

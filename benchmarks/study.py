@@ -345,8 +345,7 @@ def run_cell(study: Study, cell: Cell) -> tuple:
     bench = study.bench(cell.dataset)
     specs, out = cell.specs(bench.data.classes), cell.folder(study.work)
     fingerprints = run.model_fingerprints(bench.args, bench.data, specs, None)
-    inputs = {geometry: {"dataset_fingerprint": bench.data.fingerprint, "model_fingerprint": fingerprint}
-              for geometry, fingerprint in fingerprints.items()}
+    inputs = run.record_inputs(bench.args, bench.data, fingerprints)
     run.make_out_folder(out)
     with hold_lock(out / run.OUT_LOCK, f"--out {out}", timeout=bench.args.lock_timeout, notify=tell):
         config = run.experiment_config(bench.args, bench.data, specs, fingerprints)

@@ -286,6 +286,24 @@ def test_a_rerun_repairs_its_files(tmp_path, capsys):
     assert len((out / "results.jsonl").read_text().splitlines()) == 1
 
 
+def test_a_lost_config_adopts_only_runs_made_with_the_same_settings(tmp_path, capsys):
+    dataset = write_dataset(tmp_path / "data", pairs())
+    out = tmp_path / "out"
+    args = ["--dataset", str(dataset), "--out", str(out), "--cache", str(tmp_path / "cache"), "--no-figures"]
+    code, _, err = _run([*args, "--steps", "1"], capsys)
+    assert code == 0, err
+    stated = json.loads((out / "results.jsonl").read_text())["inputs"]
+    assert stated["steps"] == 1 and stated["early_stop"] == {"forget_accuracy": 0.05, "retain_kept": 0.9}
+    records = (out / "results.jsonl").read_text()
+    (out / "config.json").unlink()
+    for other in (["--steps", "2"], ["--steps", "1", "--no-early-stop"], ["--steps", "1", "--retain-kept", "0"]):
+        code, _, err = _run([*args, *other], capsys)
+        assert code == 2 and "made from other inputs or settings" in err, (other, err)
+        assert (out / "results.jsonl").read_text() == records
+    code, _, err = _run([*args, "--steps", "1"], capsys)  # the command that made it: config.json rebuilt
+    assert code == 0 and "config.json is missing: rebuilt" in err and "1 already done" in err, err
+
+
 # ------------------------------------------------------------------------------------------ locks
 HOLD_LOCK = """
 import sys, time
