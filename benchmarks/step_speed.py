@@ -16,6 +16,10 @@ most 1.15x, hac-parent at most 1.2x). Nothing here is a test: read the ratios of
 again with a text tower that reads the whole context (open_clip's own forward) beside ours, which
 stops at the batch's last end-of-text token (:func:`models.towers.trimming_text_transformer`):
 random captions fill the context evenly, real ones do not.
+
+``--embedding`` times instead the evaluation passes (:func:`models.evaluation.embed_images` and
+``embed_texts``, every audit's and probe's) at several batch sizes, interleaved, with the
+device's default batch (:data:`models.evaluation.CPU_EMBEDDING_BATCH`) as the reference.
 """
 
 from __future__ import annotations
@@ -68,6 +72,35 @@ def dataset_captions(name: str, model, rows: int) -> torch.Tensor:
     return tokens[torch.arange(rows) % len(tokens)]
 
 
+EMBEDDING_BATCHES = {"images": (32, 64, 128, 256, 512), "texts": (64, 256, 1024)}
+
+
+def embedding_speed(model, data, *, repeats: int) -> None:
+    """Print the milliseconds per row of embedding ``data``'s images and captions with ``model`` at
+    each batch size of :data:`EMBEDDING_BATCHES`, medians of ``repeats`` interleaved passes."""
+    from models.evaluation import embed_images, embed_texts, embedding_batch_size
+
+    passes = {"images": lambda size: embed_images(model, data.images, batch_size=size),
+              "texts": lambda size: embed_texts(model, data.tokens, batch_size=size)}
+    device = next(model.parameters()).device
+    for kind, embed in passes.items():
+        seconds = {size: [] for size in EMBEDDING_BATCHES[kind]}
+        embed(EMBEDDING_BATCHES[kind][0])  # warm-up
+        for _ in range(repeats):
+            for size in seconds:
+                began = time.perf_counter()
+                embed(size)
+                seconds[size].append(time.perf_counter() - began)
+        default = embedding_batch_size(device, kind)
+        rows = len(data.images) if kind == "images" else len(data.tokens)
+        reference = statistics.median(seconds[default]) if default in seconds else None
+        print(f"{kind}: {rows} rows, ms per row (median of {repeats}); default batch {default} on {device.type}")
+        for size, values in seconds.items():
+            median = statistics.median(values)
+            versus = f"  {median / reference:.2f}x the default" if reference else ""
+            print(f"  batch {size:>5}: {1000 * median / rows:.4f}{versus}")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.step_speed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,6 +110,9 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="interleaved runs per method (default: %(default)s)")
     parser.add_argument("--pairs", type=int, default=1024, help="training pairs (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    parser.add_argument("--embedding", action="store_true",
+                        help="time the evaluation passes (embedding images and captions) at several batch "
+                        "sizes instead of unlearning steps")
     parser.add_argument("--captions", metavar="DATASET",
                         help="captions of this built-in dataset instead of random ones, and every method "
                         "also timed with a text tower reading the whole context")
@@ -90,10 +126,16 @@ def main(argv=None) -> int:
     # words, a quarter of the pairs (one class in four) to forget, two parent concepts.
     built = {family: build_model(f"{family}-{args.model_size}", seed=0) for family in ("clip", "meru")}
     data = {family: unlearning_data(model, args.pairs, seed=0) for family, model in built.items()}
-    methods = [(label, built[family], data[family], method) for label, family, method in METHODS]
     if args.captions:
         for family, model in built.items():
             data[family].tokens = dataset_captions(args.captions, model, args.pairs)
+    if args.embedding:
+        print(f"{args.model_size} MERU, {args.threads} thread(s), "
+              + (f"captions of {args.captions!r}" if args.captions else "random captions"))
+        embedding_speed(built["meru"], data["meru"], repeats=args.repeats)
+        return 0
+    methods = [(label, built[family], data[family], method) for label, family, method in METHODS]
+    if args.captions:
         methods += [(label + WHOLE_CONTEXT, whole_context(built[family]), data[family], method)
                     for label, family, method in METHODS]
     for _, model, pairs, method in methods:  # warm-up: first calls allocate and pick kernels

@@ -457,3 +457,24 @@ def test_step_speed_times_trimmed_and_whole_context_text(capsys):
     printed = capsys.readouterr().out
     assert "captions of 'shapes'" in printed and "FT on CLIP (whole context)" in printed
     assert "whole context / trimmed, per method: FT on CLIP" in printed
+
+
+def test_embedding_passes_use_the_device_batch_and_give_the_same_embeddings(meru, capsys):
+    from benchmarks import step_speed
+    from models.evaluation import embed_images, embed_texts, embedding_batch_size
+
+    assert embedding_batch_size("cpu", "images") == 64 and embedding_batch_size("cpu", "texts") == 256
+    assert embedding_batch_size("cuda", "images") == 512 and embedding_batch_size("cuda", "texts") == 1024
+    images, tokens = batch(70)
+    batches = []
+    hook = meru.visual.register_forward_pre_hook(lambda module, args: batches.append(len(args[0])))
+    try:
+        default = embed_images(meru, images)
+    finally:
+        hook.remove()
+    assert batches == [64, 6]
+    torch.testing.assert_close(default, embed_images(meru, images, batch_size=512), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(embed_texts(meru, tokens), embed_texts(meru, tokens, batch_size=7), rtol=1e-5, atol=1e-5)
+    assert step_speed.main(["--embedding", "--repeats", "1", "--pairs", "64"]) == 0
+    printed = capsys.readouterr().out
+    assert "default batch 64 on cpu" in printed and "batch   512:" in printed and "default batch 256" in printed
