@@ -145,8 +145,8 @@ DEFAULT_GRID = Grid("default", (
     Experiment("Ablation on taxonomy", "taxonomy", ABLATION, (4,), (0,)),
     Experiment("Sequential unlearning on shapes", "shapes", (HAC_MERU, AC_CLIP), (3,), (0,), "sequential"),
 ), trimmed=(
-    "seeds: 3 on taxonomy and 2 on shapes instead of 5 (measured in the run of 2026-12-03: the scaling experiments "
-    "with these seeds took 42 of the grid's 68 minutes; one of their four pretrainings included, the others cached)",
+    "seeds: 3 on taxonomy and 2 on shapes instead of 5 (measured in the run of 2026-12-03 from an empty cache: the "
+    "scaling experiments with these seeds took 28 of the grid's 42 minutes, their four pretrainings included)",
     "baselines (FT, GA, NegGrad+, relabel) on MERU only, at 4 concepts on taxonomy, 2 seeds",
     "the retrain oracle (one full pretraining per forget set, seed and model) at 1 concept on shapes, 1 seed",
     "the weight sweep and the ablation at 4 concepts on taxonomy, 1 seed (no confidence interval)",
@@ -227,12 +227,12 @@ def experiment_cells(experiment: Experiment) -> list:
 
 
 # ---------------------------------------------------------------------------------------------- cost
-#: Rough costs on a quiet 2-core CPU, in seconds, fitted to the grid's run of 2026-12-03 (its cells'
-#: times: 45 taxonomy scaling cells 1,948 s with one pretraining, 24 shapes cells 546 s; pretraining
-#: 169-214 s on shapes, ~225 s on taxonomy). For ``--plan`` only: a cell's time varies with its count
-#: and with how early its run stops (the sweep's 150-step runs took ~57 s).
-COST = {"run": {"shapes": 19, "taxonomy": 33}, "audit": {"shapes": 6, "taxonomy": 8},
-        "pretraining": {"shapes": 190, "taxonomy": 225}, "other_dataset": 30}
+#: Rough costs on a quiet 2-core CPU, in seconds, fitted to the grid's run of 2026-12-03 (night) from an
+#: empty cache (its cells' times: 45 taxonomy scaling cells 1,176 s with two pretrainings, 24 shapes
+#: cells 504 s with two; pretraining ~105 s on shapes, ~140 s on taxonomy). For ``--plan`` only: a
+#: cell's time varies with its count and with how early its run stops (the sweep's 150-step runs took ~27 s).
+COST = {"run": {"shapes": 10, "taxonomy": 19}, "audit": {"shapes": 3, "taxonomy": 4},
+        "pretraining": {"shapes": 105, "taxonomy": 140}, "other_dataset": 20}
 #: How much longer a geometry's pretraining takes than MERU's (measured once, see ``trimmed``).
 PRETRAINING_FACTOR = {"poincare": 7.5}
 
