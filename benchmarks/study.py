@@ -146,8 +146,8 @@ DEFAULT_GRID = Grid("default", (
     Experiment("Sequential unlearning on shapes", "shapes", (HAC_MERU, AC_CLIP), (3,), (0,), "sequential"),
 ), trimmed=(
     "seeds: 5 on taxonomy as asked, 3 on shapes instead of 5 (measured on 2026-12-03: with 3 and 2 seeds the "
-    "grid took 41.8 minutes from an empty cache, the 42 cells the added seeds brought 12.2 more; two more seeds on "
-    "shapes would leave no margin to 60 minutes on a slower machine of our kind)",
+    "grid took 41.8 minutes from an empty cache, the 42 cells the added seeds brought 12.2 more; a machine of our "
+    "kind 1.5x slower, as the previous session's was, would need roughly 70-80 minutes for this grid)",
     "baselines (FT, GA, NegGrad+, relabel) on MERU only, at 4 concepts on taxonomy, 2 seeds",
     "the retrain oracle (one full pretraining per forget set, seed and model) at 1 concept on shapes, 1 seed",
     "the weight sweep and the ablation at 4 concepts on taxonomy, 1 seed (no confidence interval)",
