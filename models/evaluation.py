@@ -11,9 +11,9 @@ from .streaming import chunks, image_batches
 
 
 #: Rows per batch of an embedding pass, by kind: on a CPU small batches are faster, since one
-#: layer's activations stay in its cache (the tiny towers, 2 threads: images 2.0x faster at 64 than at
-#: 512, captions 1.8x at 256 than at 1024, ``python -m benchmarks.step_speed --embedding --threads 2``); an accelerator wants
-#: large ones. The choice changes results by float rounding only.
+#: layer's activations stay in its cache (the tiny towers, 2 threads: images 2.0x faster at 64 than
+#: at 512, captions 1.8x at 256 than at 1024; ``python -m benchmarks.step_speed --embedding
+#: --threads 2``); an accelerator wants large ones. The choice changes float rounding only.
 CPU_EMBEDDING_BATCH = {"images": 64, "texts": 256}
 ACCELERATOR_EMBEDDING_BATCH = {"images": 512, "texts": 1024}
 

@@ -131,15 +131,16 @@ def trimming_text_transformer() -> type:
     positions ``<= i`` only and the pooled feature is read at the end-of-text position, so the
     padding after a batch's last end-of-text token cannot change any result; cutting it changes
     only float rounding (products of another shape). Captions fill a fraction of the context (the
-    built-in datasets at most 17 of 20 positions, COCO captions a third of MERU's 77 or less), and
-    every text forward and backward is shorter by that fraction. Towers with a class token or
-    another pooling read the whole context as open_clip does. ``(n, context) -> (n, output_dim)``."""
+    built-in datasets at most 17 of 20 positions; short captions far less of MERU's 77), and every
+    text forward and backward is shorter by that fraction. Towers with a class token or another
+    pooling read the whole context as open_clip does. ``(n, context) -> (n, output_dim)``."""
     from open_clip.transformer import TextTransformer
 
     class TrimmingTextTransformer(TextTransformer):
         def forward(self, text: torch.Tensor) -> torch.Tensor:
             causal = self.attn_mask is not None and getattr(self, "cls_emb", None) is None
             if causal and getattr(self, "pool_type", "argmax") == "argmax" and text.shape[0] > 0:
+                # one host read of the length per forward (a sync on a GPU), against a shorter tower pass
                 text = text[:, : int(text.argmax(dim=-1).max()) + 1]
             return super().forward(text)
 
