@@ -47,8 +47,6 @@ MAX_SQRT_C_NORM = math.asinh(2.0**15)
 # float64's overflow at 2**1024 gives coordinates up to 2**((1024 - 68) / 4) = 2**239.
 MAX_SQRT_C_NORM_FLOAT64 = math.asinh(2.0**239)
 
-LN2 = math.log(2.0)
-
 
 def max_sqrt_c_norm(dtype: torch.dtype) -> float:
     """Cap on ``sqrt(c)·|v|`` (a geodesic length times ``sqrt(c)``) in the exponential maps for
@@ -323,8 +321,8 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor, *, c) -> torch.Tensor:
     ``-c`` and the Minkowski signs are folded into the side with fewer rows before the product (an
     ``(n, D)`` pass instead of an ``(n, m)`` one, :func:`_fold_minkowski_signs`). The elementwise
     tail, :func:`acosh_distance`'s formula, runs in place on the product
-    (:func:`_arccosh_in_place`); when a gradient is needed the same forward keeps arccosh's slope
-    :math:`1/\sqrt{z^2 - 1}` and the backward is one elementwise pass and one matrix product per input
+    (:func:`_arccosh_in_place`); when a gradient is needed the same forward keeps
+    :math:`\sqrt{z^2 - 1}`, the reciprocal of arccosh's slope, and the backward is one elementwise pass and one matrix product per input
     (:class:`_PairwiseArccosh`). Inputs with batch dimensions take :func:`acosh_distance` of a
     batched product.
 
@@ -360,25 +358,24 @@ def _arccosh_floor(dtype: torch.dtype) -> float:
     return 1.0 + near_one_eps(dtype)
 
 
-def _arccosh_in_place(z: torch.Tensor, slopes: torch.Tensor, *, scale) -> torch.Tensor:
+def _arccosh_in_place(z: torch.Tensor, roots: torch.Tensor, *, scale) -> torch.Tensor:
     r"""``z`` becomes :func:`acosh_distance` of it, in place, ``(n, m), (n, m) -> (n, m)`` (``z``
-    itself), and ``slopes`` receives arccosh's slope :math:`1/\sqrt{\bar z^2 - 1}`, with
+    itself), and ``roots`` receives :math:`\sqrt{\bar z^2 - 1}`, with
     :math:`\bar z = \max(z, 1 + \epsilon)` and ``s = scale`` (:math:`1/\sqrt{c}`):
 
-    .. math:: \bar z^2 - 1 \to \text{rsqrt} \to \text{slopes},\qquad
-              d = \log_2\big(\bar z + 1/\text{slopes}\big)\cdot(s \ln 2) .
+    .. math:: \text{roots} = \sqrt{\bar z^2 - 1},\qquad d = \log\big(\bar z + \text{roots}\big)\cdot s .
 
-    Five passes over ``z`` after the product (clamp, ``addcmul``, ``rsqrt``, ``addcdiv``,
-    ``log2``) and a scale: ``rsqrt`` and ``log2`` are the cheaper of torch's square roots and
-    logarithms on the CPU, and the slope is the backward's factor (see
-    ``benchmarks.geometry_speed``). The values are :func:`acosh_distance`'s to a rounding of
-    :math:`\bar z + \sqrt{\bar z^2 - 1}` (relative ``eps``, i.e. ``eps/sqrt(c)`` absolute in ``d``)."""
+    Six passes over ``z`` after the product (clamp, ``addcmul``, ``sqrt``, ``add``, ``log``, scale),
+    each the cheapest torch has for its step on the CPU: ``sqrt`` is vectorised where ``rsqrt`` is
+    about three times slower, and ``add`` is cheaper than ``addcdiv`` (``benchmarks.geometry_speed
+    --profile``). The roots are arccosh's slope's reciprocal, which the backward divides by. The
+    values are :func:`acosh_distance`'s formula evaluated in the same order."""
     # Guards arccosh's domain (z >= 1, rounding gives z < 1 for near-identical points) and its
-    # infinite slope at z = 1 (identical points, e.g. the diagonal of a pairwise matrix): the slope
-    # stays below 1/sqrt(2 eps).
+    # infinite slope at z = 1 (identical points, e.g. the diagonal of a pairwise matrix): the root
+    # stays above sqrt(2 eps), so the backward's division is finite.
     z.clamp_(min=_arccosh_floor(z.dtype))
-    torch.addcmul(_scalar(-1.0, z), z, z, out=slopes).rsqrt_()
-    return z.addcdiv_(_scalar(1.0, z), slopes).log2_().mul_(scale * LN2)
+    torch.addcmul(_scalar(-1.0, z), z, z, out=roots).sqrt_()
+    return z.add_(roots).log_().mul_(scale)
 
 
 class _PairwiseArccosh(torch.autograd.Function):
@@ -388,7 +385,7 @@ class _PairwiseArccosh(torch.autograd.Function):
               \nabla_a = s\,w\,b,\quad \nabla_b = s\,w^T a,\quad \nabla_s = \sum_{ij} g_{ij}\,d_{ij}/s ,
 
     the gradient of :func:`acosh_distance` (``s`` is :math:`1/\sqrt{c}`, a number or a 0-dim
-    tensor) from the slopes the forward computed anyway: one elementwise pass and one matrix
+    tensor) from the roots the forward computed anyway: one elementwise pass and one matrix
     product per input, where autograd of the formula takes six passes over ``(n, m)``. "Clamped" is
     :math:`z \le 1 + \epsilon`, where ``torch.clamp``'s gradient is 0 too. Not twice
     differentiable."""
@@ -397,22 +394,22 @@ class _PairwiseArccosh(torch.autograd.Function):
     def forward(ctx, a: torch.Tensor, b: torch.Tensor, scale) -> torch.Tensor:
         product = torch.mm(a, b.t())
         clamped = product <= _arccosh_floor(product.dtype)
-        slopes = torch.empty_like(product)
-        distances = _arccosh_in_place(product, slopes, scale=scale)
+        roots = torch.empty_like(product)
+        distances = _arccosh_in_place(product, roots, scale=scale)
         scale_tensor = scale if isinstance(scale, torch.Tensor) else None
         ctx.scale_number = None if scale_tensor is not None else scale
         # A copy of the distances, and only for the scale's gradient: callers may edit the result
         # in place (e.g. zero the diagonal) before the backward, as they could the formula's.
         kept_distances = distances.clone() if ctx.needs_input_grad[2] else None
-        ctx.save_for_backward(a, b, slopes, clamped, kept_distances, scale_tensor)
+        ctx.save_for_backward(a, b, roots, clamped, kept_distances, scale_tensor)
         return distances
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        a, b, slopes, clamped, distances, scale_tensor = ctx.saved_tensors
+        a, b, roots, clamped, distances, scale_tensor = ctx.saved_tensors
         scale = ctx.scale_number if scale_tensor is None else scale_tensor
-        weights = torch.mul(grad, slopes).masked_fill_(clamped, 0.0)
+        weights = torch.div(grad, roots).masked_fill_(clamped, 0.0)
         grad_a = torch.mm(weights, b).mul_(scale) if ctx.needs_input_grad[0] else None
         grad_b = torch.mm(weights.t(), a).mul_(scale) if ctx.needs_input_grad[1] else None
         grad_scale = None
