@@ -356,6 +356,33 @@ def test_training_mode_keeps_batchnorm_statistics_frozen():
     assert all(torch.equal(a, norm.running_mean) for a, norm in zip(before, norms))
 
 
+def test_conv_tower_runs_channels_last_with_contiguous_weights():
+    """Every convolution of the conv tower sees channels-last input (the faster layout), the weights
+    and their gradients stay contiguous (checkpoints, collectives), and the features equal those of
+    the same convolutions on contiguous input to float rounding."""
+    from models.towers import ConvTower
+
+    torch.manual_seed(0)
+    tower = ConvTower((8, 16))
+    images = torch.rand(4, 3, 16, 16)
+    layouts = []
+    hooks = [m.register_forward_pre_hook(lambda _, args: layouts.append(
+        args[0].is_contiguous(memory_format=torch.channels_last))) for m in tower.modules()
+        if isinstance(m, torch.nn.Conv2d)]
+    features = tower(images)
+    for hook in hooks:
+        hook.remove()
+    assert len(layouts) == 4 and all(layouts)
+    features.sum().backward()
+    assert all(p.is_contiguous() and p.grad.is_contiguous() for p in tower.parameters())
+    with torch.no_grad():
+        plain = images
+        for layer in tower.stages:  # each stage on contiguous input: the layout torch defaults to
+            plain = layer(plain.contiguous())
+        reference = plain.mean(dim=(-2, -1))
+    torch.testing.assert_close(features.detach(), reference, rtol=1e-5, atol=1e-5)
+
+
 def test_compact_vocabulary_gives_each_seen_token_its_own_row():
     from models.model import BPE_END, BPE_START
 
