@@ -1220,8 +1220,8 @@ STATISTICS_TEXT = f"""## How the numbers are made
 Cells show the mean over seeds ± the half-width of its 95% Student-t interval (`scipy.stats.t`; the
 mean alone for one seed; n/a where nothing was measured). Paired differences: mean, 95% percentile
 bootstrap interval ({BOOTSTRAP_RESAMPLES:,} resamples, `numpy.random.default_rng({BOOTSTRAP_SEED})`) and a
-two-sided sign test (`scipy.stats.binomtest`, ties dropped). With 2-3 seeds per count a per-count
-interval is wide and a sign test cannot reach p < 0.05 (five equal signs give p = 0.0625): the
+two-sided sign test (`scipy.stats.binomtest`, ties dropped). With at most 5 seeds per count a
+per-count interval is wide and a sign test cannot reach p < 0.05 (five equal signs give p = 0.0625): the
 claims are decided on the differences pooled over counts. "retain kept" is retain accuracy after /
 before; "oracle avg gap" the mean of |forget|, |retain|, |MIA|, |parent| gaps to the retrain oracle
 of the same model, forget set and seed (docs/SPEC.md section 5), in points. TIE and LCA depth are
