@@ -11,7 +11,7 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     r""":math:`|x_i - y_j| = \sqrt{\max(|x_i|^2 + |y_j|^2 - 2 x_i\cdot y_j,\ \tau)}` (``tau`` is
     :func:`~manifolds.lorentz_math.tiny`) from one matrix product. ``(n, d), (m, d) -> (n, m)``.
 
-    The product and :math:`|y_j|^2` come from one ``addmm``; adding :math:`|x_i|^2`, the clamp and
+    The product accumulates in place into :math:`|x_i|^2 + |y_j|^2` (one ``addmm_``); the clamp and
     the square root run in place on it (:func:`_squared_distances`). When a gradient is needed the
     backward is one elementwise pass and one matrix product per input (:class:`_PairwiseEuclidean`).
     Inputs with batch dimensions take :func:`pairwise_dist_formula`."""
@@ -35,13 +35,15 @@ def pairwise_dist_formula(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    r""":math:`|x_i|^2 + |y_j|^2 - 2 x_i\cdot y_j`, ``(n, d), (m, d) -> (n, m)``: one ``addmm``
-    (:math:`|y_j|^2 - 2x_i\cdot y_j`) and one in-place pass adding :math:`|x_i|^2`. The squared
-    norms are the sums of squares of :func:`pairwise_dist_formula` (``vecdot(x, x)``: the same
-    numbers in one call; ``vector_norm`` squared would be faster but inexact for exact inputs, so
-    identical points could miss the clamp)."""
+    r""":math:`|x_i|^2 + |y_j|^2 - 2 x_i\cdot y_j`, ``(n, d), (m, d) -> (n, m)``: one pass writes
+    :math:`|x_i|^2 + |y_j|^2` and ``addmm_`` accumulates :math:`-2 x_i\cdot y_j` into it in place
+    (an out-of-place ``addmm`` would first copy its input into the result: one more pass over
+    ``(n, m)``, about 3% of the product's time at 512x512x512 on the CPU). The squared norms are the
+    sums of squares of :func:`pairwise_dist_formula` (``vecdot(x, x)``: the same numbers in one call;
+    ``vector_norm`` squared would be faster but inexact for exact inputs, so identical points could
+    miss the clamp)."""
     x_squared, y_squared = torch.linalg.vecdot(x, x), torch.linalg.vecdot(y, y)
-    return torch.addmm(y_squared, x, y.t(), alpha=-2.0).add_(x_squared.unsqueeze(1))
+    return torch.add(x_squared.unsqueeze(1), y_squared).addmm_(x, y.t(), alpha=-2.0)
 
 
 def _sqrt_in_place(squared: torch.Tensor) -> torch.Tensor:
