@@ -362,32 +362,134 @@ def run_cell(study: Study, cell: Cell) -> tuple:
 
 
 def run_study(grid: Grid, *, work, out, cache, device: str = "auto", steps: int | None = None,
-              progress: bool = False, workers: int | None = None) -> dict:
+              progress: bool = False, workers: int | None = None, jobs: int = 1, worker_setup=None) -> dict:
     """Run every missing cell of ``grid`` and write ``out`` (after each experiment, and at the end).
-    Returns ``{"runs_made": n, "cells": n, "verdicts": [...]}``."""
+    With ``jobs`` > 1 the cells run in that many worker processes (:func:`run_cells_in_parallel`;
+    ``worker_setup``, a module-level function, runs first in each of them). Returns ``{"runs_made": n, "cells": n, "verdicts": [...]}``."""
+    if jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {jobs}")
     began = time.perf_counter()
     study = Study(Path(work), str(cache), device=device, steps=steps, progress=progress, workers=workers)
     cells = grid_cells(grid)
     check_cells(study, cells)
     records, done_with, finished = {}, set(), False
+
+    def done(cell, cell_records, made, seconds):
+        records[cell] = cell_records
+        study.ran += made
+        tell(progress_line(len(records), len(cells), cell, cell_records, made, seconds))
+        for experiment in grid.experiments:
+            if experiment not in done_with and all(c in records for c in experiment_cells(experiment)):
+                done_with.add(experiment)
+                # An interim RESULTS.md (figures are drawn at the end): a long grid shows what it has so far.
+                write_results(grid, records, out=Path(out), timing=record_time(study, began, save=False),
+                              steps=steps, figures=False)
+
     try:
-        for number, cell in enumerate(cells, 1):
-            cell_began = time.perf_counter()
-            records[cell], made = run_cell(study, cell)
-            study.ran += made
-            tell(progress_line(number, len(cells), cell, records[cell], made, time.perf_counter() - cell_began))
-            for experiment in grid.experiments:
-                if experiment not in done_with and all(c in records for c in experiment_cells(experiment)):
-                    done_with.add(experiment)
-                    # An interim RESULTS.md (figures are drawn at the end): a long grid shows what it has so far.
-                    write_results(grid, records, out=Path(out), timing=record_time(study, began, save=False),
-                                  steps=steps, figures=False)
+        if jobs == 1:
+            for cell in cells:
+                cell_began = time.perf_counter()
+                cell_records, made = run_cell(study, cell)
+                done(cell, cell_records, made, time.perf_counter() - cell_began)
+        else:
+            run_cells_in_parallel(study, cells, jobs=jobs, done=done, setup=worker_setup)
         finished = True
     finally:
         # The time of a command cut short counts too: the grid is then finished by several commands.
         timing = record_time(study, began, save=bool(study.ran) or not finished)
     verdicts = write_results(grid, records, out=Path(out), timing=timing, steps=steps)
     return {"runs_made": study.ran, "cells": len(cells), "verdicts": verdicts}
+
+
+# ---------------------------------------------------------------------------------------------- parallel cells
+_worker_study: Study | None = None  # the study of a worker process of run_cells_in_parallel
+
+
+def worker_device(device: str, index: int) -> str:
+    """The device of worker ``index``: one GPU each, round robin over the visible ones, where the
+    study runs on CUDA; else ``device`` (the workers then share the CPU's cores)."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        return f"cuda:{index % torch.cuda.device_count()}"
+    return device
+
+
+def _start_worker(settings: dict, threads: int, start_method: str, slots, setup) -> None:
+    """Process-pool initializer: this worker's :class:`Study`, device and intra-op threads, then ``setup``."""
+    import multiprocessing
+
+    import torch
+
+    global _worker_study
+    index = slots.get()
+    # A spawned interpreter starts its own children (data-loader workers) by spawning too, each
+    # importing torch afresh (measured: 33 s per cell of a tiny study instead of 1 s); start them as
+    # the calling program does.
+    multiprocessing.set_start_method(start_method, force=True)
+    torch.set_num_threads(threads)
+    _worker_study = Study(**{**settings, "device": worker_device(settings["device"], index)})
+    if setup is not None:
+        setup()
+
+
+def _pretrain_in_worker(dataset: str, geometry: str) -> None:
+    _worker_study.bench(dataset).base(geometry)
+
+
+def _run_cell_in_worker(cell: Cell) -> tuple:
+    began = time.perf_counter()
+    records, made = run_cell(_worker_study, cell)
+    return records, made, time.perf_counter() - began
+
+
+def run_cells_in_parallel(study: Study, cells: list, *, jobs: int, done, setup=None) -> None:
+    """Run ``cells`` in ``jobs`` worker processes and call ``done(cell, records, runs made, seconds)``
+    in this process as each finishes. ``setup`` (a module-level function, or ``None``) runs in each
+    worker before its first task: the workers are fresh interpreters (``spawn``), so objectives,
+    datasets or audits registered by the calling program must be registered there again.
+
+    Every pretrained model the cells start from is made first, one task per model, so that no two
+    workers wait on one model while another model is not being trained; a cell is queued once its
+    model is in the cache, behind the pretrainings still queued. Each worker keeps its own
+    workbenches (models and audits before unlearning, as one command does) and, on a CPU, takes an
+    equal share of its cores as intra-op threads. Where it pays: one GPU per worker, or a CPU with
+    more cores than one small model's operations can use; on the 2-core CPU two workers of one
+    thread took 1.10x one process of two threads (README, "The study"). A cell's numbers do not
+    depend on which worker ran it or how many there are, up to float rounding (each cell is seeded
+    and starts from the cached model).
+    An error in a worker stops the pool and is raised here; finished runs stay in their folders."""
+    import multiprocessing
+    import os
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")  # a forked torch process can deadlock in its thread pools
+    slots = context.Queue()
+    for index in range(jobs):
+        slots.put(index)
+    settings = {"work": study.work, "cache": study.cache, "device": study.device, "steps": study.steps,
+                "progress": False, "workers": study.workers}  # bars of parallel workers would interleave
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    by_model = OrderedDict()
+    for cell in cells:
+        by_model.setdefault((cell.dataset, cell.arm.geometry), []).append(cell)
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                               initargs=(settings, threads, multiprocessing.get_start_method(), slots, setup))
+    try:
+        pending = {pool.submit(_pretrain_in_worker, *model): ("model", model) for model in by_model}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                kind, what = pending.pop(future)
+                result = future.result()  # a worker's error is raised here
+                if kind == "model":
+                    pending.update({pool.submit(_run_cell_in_worker, cell): ("cell", cell) for cell in by_model[what]})
+                else:
+                    done(what, *result)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def progress_line(number: int, total: int, cell: Cell, records: list, made: int, seconds: float) -> str:
@@ -1244,6 +1346,9 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=None,
                         help="override every method's unlearning steps (smoke tests only: RESULTS.md then says the "
                              "settings are not the pre-registered ones)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="run cells in N worker processes (on CUDA one GPU each, round robin; on a CPU they share "
+                             "its cores; default: %(default)s)")
     parser.add_argument("--plan", action="store_true", help="list the grid and its rough cost; run nothing")
     parser.add_argument("--progress", action="store_true", help="progress bars of pretraining and unlearning")
     return parser.parse_args(argv)
@@ -1283,7 +1388,7 @@ def main(argv=None) -> int:
         return 0
     try:
         outcome = run_study(grid, work=args.work, out=args.out, cache=args.cache, device=args.device,
-                            steps=args.steps, progress=args.progress, workers=args.workers)
+                            steps=args.steps, progress=args.progress, workers=args.workers, jobs=args.jobs)
     except (InputError, DatasetError, models.CheckpointError, LockBusy) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -75,3 +75,19 @@ def run_harness(args, capsys, *, options=("--no-progress",)):
 def read_records(out) -> list:
     """The records of ``out/results.jsonl``, in order."""
     return [json.loads(line) for line in (Path(out) / "results.jsonl").read_text().splitlines()]
+
+
+def tiny_study_worker() -> None:
+    """``benchmarks.study``'s ``worker_setup`` for tests: in a worker process (which no pytest
+    fixture reaches), pretrain with :data:`TINY_PRETRAINING` and run only the study's cheap audit
+    families, as ``quick_models`` does in the test's own process."""
+    import benchmarks.experiment as experiment
+    from benchmarks.audits import AUDIT_FAMILIES
+
+    experiment.default_settings = lambda train_pairs, **_: dict(TINY_PRETRAINING)
+    for family in [name for name in AUDIT_FAMILIES if name not in TINY_STUDY_AUDITS]:
+        del AUDIT_FAMILIES[family]
+
+
+#: The audit families the study reads, less the linear probe (150 epochs per audit).
+TINY_STUDY_AUDITS = ("zero_shot", "hierarchical", "membership", "hyperbolicity")

@@ -15,10 +15,11 @@ from benchmarks import study
 from benchmarks.run import draw_concepts
 from benchmarks.study import (AC_CLIP, AC_MERU, CONTRADICTED, HAC_MERU, SUPPORTED, UNDECIDED, Estimate, Experiment,
                               Grid)
-from folder_data import HIERARCHY, only_audit_families, pairs, use_tiny_pretraining, write_dataset
+from folder_data import (HIERARCHY, TINY_STUDY_AUDITS, only_audit_families, pairs, read_records, tiny_study_worker,
+                         use_tiny_pretraining, write_dataset)
 
 # The families the study reads, less the linear probe (150 epochs per audit; its column shows n/a).
-STUDY_AUDITS = ("zero_shot", "hierarchical", "membership", "hyperbolicity")
+STUDY_AUDITS = TINY_STUDY_AUDITS
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -273,6 +274,51 @@ def test_a_miniature_study_writes_results_and_resumes(tmp_path, quick_models, ca
         "not yet known: the grid is not finished"
     assert f"Wall time: {minutes}, pretraining included where a model was not cached; this file was rewritten by a " \
            "command that ran none" in options["out"].read_text()
+
+
+def test_cells_run_in_worker_processes_as_in_one(tmp_path, quick_models):
+    """``--jobs 2``: two spawned workers pretrain the models (one task each) and run the cells, the
+    records come back to this process, and they are the records one process writes (both with one
+    intra-op thread, so the same kernels run). The workers are set up like this process
+    (``worker_setup``): fixtures do not reach them."""
+    import torch
+
+    leaves = ("circle", "square", "star")
+    dataset = str(write_dataset(tmp_path / "data", pairs(leaves=leaves), {**HIERARCHY, "star": "shape"}))
+    grid = Grid("mini", (
+        Experiment("Scaling on data", dataset, (*study.CORE, study.RETRAIN_MERU), (1, 2), (0,), "scaling"),
+        Experiment("Sequential unlearning on data", dataset, (HAC_MERU,), (2,), (0,), "sequential"),
+    ))
+    parallel = dict(work=tmp_path / "parallel", out=tmp_path / "parallel.md", cache=tmp_path / "cache-parallel")
+    outcome = study.run_study(grid, device="cpu", steps=1, workers=0, jobs=2, worker_setup=tiny_study_worker,
+                              **parallel)
+    assert (outcome["cells"], outcome["runs_made"]) == (9, 10)
+    assert quick_models == []  # every model was trained in a worker
+    assert len(list((tmp_path / "cache-parallel").glob("*.pt"))) == 2 + 2  # MERU, CLIP, one oracle per forget set
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = dict(work=tmp_path / "serial", out=tmp_path / "serial.md", cache=tmp_path / "cache-serial")
+        assert study.run_study(grid, device="cpu", steps=1, workers=0, **serial)["runs_made"] == 10
+    finally:
+        torch.set_num_threads(threads)
+    for cell in study.grid_cells(grid):
+        got, expected = (read_records(cell.folder(options["work"])) for options in (parallel, serial))
+        assert [r["key"] for r in got] == [r["key"] for r in expected] and got
+        for mine, theirs in zip(got, expected):
+            assert mine["forget"] == theirs["forget"]
+            for audit in ("before", "after"):
+                assert mine[audit].keys() == theirs[audit].keys()
+                for name, value in theirs[audit].items():
+                    if isinstance(value, float):
+                        assert mine[audit][name] == pytest.approx(value, rel=1e-5, abs=1e-6, nan_ok=True), name
+    assert parallel["out"].read_text().split("## Claims")[1] == serial["out"].read_text().split("## Claims")[1]
+
+
+def test_jobs_must_be_positive(tmp_path):
+    with pytest.raises(study.InputError, match=r"^--jobs must be at least 1, got 0$"):
+        study.run_study(Grid("none", ()), work=tmp_path, out=tmp_path / "R.md", cache=tmp_path, jobs=0)
+    assert not (tmp_path / "R.md").exists()
 
 
 def test_a_grid_the_dataset_cannot_take_is_refused_before_anything_runs(tmp_path, quick_models):
