@@ -365,7 +365,8 @@ def run_study(grid: Grid, *, work, out, cache, device: str = "auto", steps: int 
               progress: bool = False, workers: int | None = None, jobs: int = 1, worker_setup=None) -> dict:
     """Run every missing cell of ``grid`` and write ``out`` (after each experiment, and at the end).
     With ``jobs`` > 1 the cells run in that many worker processes (:func:`run_cells_in_parallel`;
-    ``worker_setup``, a module-level function, runs first in each of them). Returns ``{"runs_made": n, "cells": n, "verdicts": [...]}``."""
+    ``worker_setup``, a module-level function, runs first in each of them). Returns
+    ``{"runs_made": n, "cells": n, "verdicts": [...]}``."""
     if jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {jobs}")
     began = time.perf_counter()
@@ -457,10 +458,10 @@ def run_cells_in_parallel(study: Study, cells: list, *, jobs: int, done, setup=N
     workbenches (models and audits before unlearning, as one command does) and, on a CPU, takes an
     equal share of its cores as intra-op threads. Where it pays: one GPU per worker, or a CPU with
     more cores than one small model's operations can use; on the 2-core CPU two workers of one
-    thread took 1.10x one process of two threads (README, "The study"). A cell's numbers do not
+    thread took 1.09-1.10x one process of two threads (README, "The study"). A cell's numbers do not
     depend on which worker ran it or how many there are, up to float rounding (each cell is seeded
-    and starts from the cached model).
-    An error in a worker stops the pool and is raised here; finished runs stay in their folders."""
+    and starts from the cached model). An error in a worker stops the pool and is raised here;
+    finished runs stay in their folders."""
     import multiprocessing
     import os
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -471,7 +472,8 @@ def run_cells_in_parallel(study: Study, cells: list, *, jobs: int, done, setup=N
         slots.put(index)
     settings = {"work": study.work, "cache": study.cache, "device": study.device, "steps": study.steps,
                 "progress": False, "workers": study.workers}  # bars of parallel workers would interleave
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cpus // jobs)
     by_model = OrderedDict()
     for cell in cells:
         by_model.setdefault((cell.dataset, cell.arm.geometry), []).append(cell)
