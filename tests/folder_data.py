@@ -39,8 +39,7 @@ def only_audit_families(names):
     from benchmarks.audits import AUDIT_FAMILIES
 
     saved = dict(AUDIT_FAMILIES)
-    for family in [name for name in AUDIT_FAMILIES if name not in names]:
-        del AUDIT_FAMILIES[family]
+    keep_only_audit_families(names)
     try:
         yield
     finally:
@@ -48,15 +47,28 @@ def only_audit_families(names):
         AUDIT_FAMILIES.update(saved)
 
 
+def keep_only_audit_families(names) -> None:
+    """Unregister every audit family but ``names`` (for good: :func:`only_audit_families` restores them)."""
+    from benchmarks.audits import AUDIT_FAMILIES
+
+    for family in [name for name in AUDIT_FAMILIES if name not in names]:
+        del AUDIT_FAMILIES[family]
+
+
 #: The pretraining of every cache entry in the harness tests: two steps, whatever the recipe says.
 TINY_PRETRAINING = {"steps": 2, "batch_size": 8, "lr": 1e-3, "warmup": 1}
+
+
+def tiny_settings(train_pairs: int, **_) -> dict:
+    """``benchmarks.experiment.default_settings`` of the harness tests: :data:`TINY_PRETRAINING`."""
+    return dict(TINY_PRETRAINING)
 
 
 def use_tiny_pretraining(monkeypatch) -> None:
     """Pretrain every cache entry (the default model and the retrain oracle) with :data:`TINY_PRETRAINING`."""
     import benchmarks.experiment as experiment
 
-    monkeypatch.setattr(experiment, "default_settings", lambda train_pairs, **_: dict(TINY_PRETRAINING))
+    monkeypatch.setattr(experiment, "default_settings", tiny_settings)
 
 
 #: Options of the quick harness runs: no progress bar, no figures, images decoded in-process.
@@ -82,11 +94,9 @@ def tiny_study_worker() -> None:
     fixture reaches), pretrain with :data:`TINY_PRETRAINING` and run only the study's cheap audit
     families, as ``quick_models`` does in the test's own process."""
     import benchmarks.experiment as experiment
-    from benchmarks.audits import AUDIT_FAMILIES
 
-    experiment.default_settings = lambda train_pairs, **_: dict(TINY_PRETRAINING)
-    for family in [name for name in AUDIT_FAMILIES if name not in TINY_STUDY_AUDITS]:
-        del AUDIT_FAMILIES[family]
+    experiment.default_settings = tiny_settings
+    keep_only_audit_families(TINY_STUDY_AUDITS)
 
 
 #: The audit families the study reads, less the linear probe (150 epochs per audit).
